@@ -1,0 +1,73 @@
+"""onnxruntime backend: CPU everywhere, the CUDA execution provider where onnxruntime-gpu sees a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SegnetError
+from .base import TensorInfo, check_contract
+
+
+class OnnxRuntimeBackend:
+    """Runs an ONNX model with onnxruntime; ``infer`` maps ``[N,3,H,W]`` to ``[N,C,gh,gw]`` scores."""
+
+    def __init__(self, model_path: str | Path, input_blob: str = "input_0", output_blob: str = "output_0",
+                 providers: list[str] | None = None):
+        self.model_path = Path(model_path)
+        self.input_blob = input_blob
+        self.output_blob = output_blob
+        self.providers = providers
+        self.session = None
+
+    def __enter__(self) -> "OnnxRuntimeBackend":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise SegnetError("onnxruntime is not installed: pip install onnxruntime "
+                              "(or onnxruntime-gpu for NVIDIA GPUs)") from None
+        providers = self.providers or _default_providers(ort)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # onnxruntime's own warnings would break our one-line output
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SegnetError(f"cannot load model {self.model_path}: {reason}") from None
+        inputs = [TensorInfo(t.name, _dims(t.shape)) for t in self.session.get_inputs()]
+        outputs = [TensorInfo(t.name, _dims(t.shape)) for t in self.session.get_outputs()]
+        self.input, self.output = check_contract(self.model_path, inputs, outputs,
+                                                 self.input_blob, self.output_blob)
+        self.description = f"onnxruntime ({self.session.get_providers()[0]})"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.session = None
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        (scores,) = self.session.run([self.output.name], {self.input.name: batch})
+        return scores
+
+
+def _default_providers(ort) -> list[str]:
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available and _cuda_device_visible():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _cuda_device_visible() -> bool:
+    """True when the NVIDIA driver reports at least one GPU (checked without any CUDA Python package)."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+
+
+def _dims(shape) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)

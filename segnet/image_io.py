@@ -1,0 +1,87 @@
+"""Reading and writing image files with Pillow: one-line errors for bad files, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SegnetError, UsageError
+
+READ_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tga", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
+                   ".webp")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` RGB. EXIF orientation is not applied (jetson's loader ignores it too)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise SegnetError(f"{path}: the file is empty")
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; refuse there too rather than decode it.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return np.asarray(image.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SegnetError(f"{path}: image is larger than {Image.MAX_IMAGE_PIXELS} pixels; refusing a possible "
+                          "decompression bomb") from None
+    except UnidentifiedImageError:
+        raise SegnetError(f"{path}: not an image Pillow can read (is the extension right?)") from None
+    except FileNotFoundError:
+        raise SegnetError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SegnetError(f"{path}: is a directory") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow raises these for truncated/corrupt data
+        raise SegnetError(f"{path}: truncated or corrupt image ({exc})") from None
+
+
+def image_format(path: str | Path) -> str:
+    """The Pillow format that writes ``path``'s extension; a UsageError lists the ones that exist."""
+    from PIL import Image
+
+    ext = Path(path).suffix.lower()
+    extensions = Image.registered_extensions()
+    fmt = extensions.get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise UsageError(f"cannot write '{ext or Path(path).name}' files: give the output a .jpg, .png, "
+                         ".tga or .bmp extension")
+    return fmt
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()
+
+
+def write_image(array: np.ndarray, path: str | Path) -> None:
+    """Save uint8 ``[H, W, 3]`` to ``path`` in the format of its extension, atomically: a temporary file
+    beside it, renamed into place only when complete."""
+    from PIL import Image
+
+    path = Path(path)
+    fmt = image_format(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise SegnetError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(array).save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        os.chmod(tmp, _MODE)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise SegnetError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise

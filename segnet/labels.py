@@ -1,0 +1,97 @@
+"""Class names and colours of a network: ``classes.txt``, ``colors.txt`` and the generated palette.
+
+SPEC sections 2 and 3: missing names become ``Class #N``; missing colours come from the Pascal VOC
+palette evaluated at ``c + 1`` (jetson skips its black entry); a colour whose alpha is present and not 255
+is explicit and keeps it, every other class takes ``--alpha``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SegnetError
+
+_SYNSET = re.compile(r"^n\d{8} (.+)$")
+
+
+def _lines(path: str | Path, what: str) -> list[str]:
+    """The file's lines without trailing blank ones; a blank line in the middle would shift every class
+    after it, so it is an error."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SegnetError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    lines = data.split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    out = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise SegnetError(f"{path} line {number}: not UTF-8 text (is this really a {what}?)") from None
+        if not line:
+            raise SegnetError(f"{path} line {number}: empty line; give every class a line, in class order")
+        out.append(line)
+    return out
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names, one per line; a leading ImageNet synset id (``n01440764 tench``) is dropped."""
+    names = []
+    for line in _lines(path, "classes.txt"):
+        match = _SYNSET.match(line)
+        names.append(match.group(1).strip() if match else line)
+    return names
+
+
+def read_class_colors(path: str | Path) -> list[tuple[int, int, int, int | None]]:
+    """Colours, one ``r g b`` or ``r g b a`` line per class (0-255); alpha is None when not given."""
+    colors = []
+    for number, line in enumerate(_lines(path, "colors.txt"), 1):
+        fields = line.split()
+        if len(fields) not in (3, 4):
+            raise SegnetError(f"{path} line {number}: '{line}' has {len(fields)} fields; "
+                              "write 'r g b' or 'r g b a' (numbers 0-255)")
+        try:
+            values = [int(float(f)) if float(f).is_integer() else None for f in fields]
+        except ValueError:
+            values = [None]
+        if any(v is None or not 0 <= v <= 255 for v in values):
+            raise SegnetError(f"{path} line {number}: '{line}' is not 3 or 4 whole numbers from 0 to 255")
+        colors.append((values[0], values[1], values[2], values[3] if len(values) == 4 else None))
+    return colors
+
+
+def voc_color(index: int) -> tuple[int, int, int]:
+    """Entry ``index`` of the Pascal VOC bit-interleaved palette."""
+    r = g = b = 0
+    for bit in range(8):
+        r |= ((index >> 0) & 1) << (7 - bit)
+        g |= ((index >> 1) & 1) << (7 - bit)
+        b |= ((index >> 2) & 1) << (7 - bit)
+        index >>= 3
+    return r, g, b
+
+
+def class_names(num_classes: int, names: list[str] | None = None) -> list[str]:
+    names = list(names or [])[:num_classes]
+    return names + [f"Class #{n}" for n in range(len(names), num_classes)]
+
+
+def class_colors(num_classes: int, colors: list | None = None, alpha: float = 120) -> np.ndarray:
+    """``[num_classes, 4]`` float32 RGBA. Explicit alphas (present and not 255) are kept; the rest get
+    ``alpha``."""
+    table = np.empty((num_classes, 4), np.float32)
+    colors = list(colors or [])
+    for c in range(num_classes):
+        if c < len(colors):
+            r, g, b, a = colors[c]
+        else:
+            (r, g, b), a = voc_color(c + 1), None
+        table[c] = (r, g, b, a if a is not None and a != 255 else alpha)
+    return table

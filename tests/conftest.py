@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import models
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "data" / "images"
+
+
+@pytest.fixture
+def city() -> Path:
+    return IMAGES / "city_0.jpg"
+
+
+@pytest.fixture
+def constant_net(tmp_path):
+    """Factory: a network folder whose scores are ``scores`` for every image."""
+    count = iter(range(1000))
+
+    def make(scores, width=64, height=32, names=None, colors=None, **kwargs):
+        folder = tmp_path / f"net{next(count)}"
+        return models.write_network(folder, models.constant_model, names, colors,
+                                    scores=np.asarray(scores, np.float32), width=width, height=height,
+                                    **kwargs)
+
+    return make
+
+
+def one_hot(classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """Scores that make ``classes`` (``[gh, gw]``) the argmax: 1 for the class, 0 elsewhere."""
+    return (np.arange(num_classes)[:, None, None] == classes[None]).astype(np.float32)
