@@ -48,6 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="an image file, a directory of images, or a quoted glob ('imgs/*.jpg')")
     p.add_argument("output", nargs="?", help="output image (format from its extension: jpg, png, tga, "
                    "bmp, ...), or a directory for several inputs; omit to write nothing")
+    add_network_options(p)
+    vis = p.add_argument_group("output")
+    vis.add_argument("--visualize", default="overlay", metavar="MODES", help="overlay, mask, or both "
+                     "joined by ',' or '|' (overlay with a half-size mask beside it); default: overlay")
+    vis.add_argument("--alpha", type=float, default=120, metavar="A", help="overlay opacity 0-255 for "
+                     "classes without an explicit alpha in colors.txt (default: 120)")
+    vis.add_argument("--filter-mode", "--filter_mode", dest="filter_mode", default="linear",
+                     metavar="MODE", help="point or linear: how the coarse class grid is upsampled for "
+                     "display (default: linear)")
+    vis.add_argument("--ignore-class", "--ignore_class", dest="ignore_class", default="void",
+                     metavar="NAME", help="class left out of the argmax (default: void; no-op when no "
+                     "class has that name)")
+    vis.add_argument("--stats", action="store_true", help="print the class histogram of the grid")
+    run = p.add_argument_group("runtime")
+    run.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
+    run.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def add_network_options(p: argparse.ArgumentParser) -> None:
+    """The options that choose and load a network, shared by segnet-console and segnet-eval."""
     net = p.add_argument_group("network")
     net.add_argument("--network", metavar="NAME", help="a pretrained network (list below); default "
                      f"{zoo.DEFAULT_NETWORK}")
@@ -63,24 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "$SEGNET_MODELS, else the project's models/ folder)")
     net.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing "
                      "pretrained network")
-    vis = p.add_argument_group("output")
-    vis.add_argument("--visualize", default="overlay", metavar="MODES", help="overlay, mask, or both "
-                     "joined by ',' or '|' (overlay with a half-size mask beside it); default: overlay")
-    vis.add_argument("--alpha", type=float, default=120, metavar="A", help="overlay opacity 0-255 for "
-                     "classes without an explicit alpha in colors.txt (default: 120)")
-    vis.add_argument("--filter-mode", "--filter_mode", dest="filter_mode", default="linear",
-                     metavar="MODE", help="point or linear: how the coarse class grid is upsampled for "
-                     "display (default: linear)")
-    vis.add_argument("--ignore-class", "--ignore_class", dest="ignore_class", default="void",
-                     metavar="NAME", help="class left out of the argmax (default: void; no-op when no "
-                     "class has that name)")
-    vis.add_argument("--stats", action="store_true", help="print the class histogram of the grid")
-    run = p.add_argument_group("runtime")
-    run.add_argument("--backend", default="auto", metavar="NAME", help="auto, onnxruntime or tensorrt "
+    net.add_argument("--backend", default="auto", metavar="NAME", help="auto, onnxruntime or tensorrt "
                      "(default: auto)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
-    run.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return p
+
+
+def open_segmenter(args: argparse.Namespace, **options):
+    from .segmenter import Segmenter
+
+    return Segmenter(args.network, model=args.model, labels=args.labels, colors=args.colors,
+                     input_blob=args.input_blob, output_blob=args.output_blob, backend=args.backend,
+                     models_dir=args.models_dir, download=not args.no_download, **options)
 
 
 def expand_inputs(spec: str) -> tuple[list[Path], bool]:
@@ -137,7 +150,7 @@ def _check_writable(folder: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .image_io import write_image
-    from .segmenter import Segmenter, check_alpha, check_filter_mode, parse_visualize
+    from .segmenter import check_alpha, check_filter_mode, parse_visualize
 
     def status(message: str) -> None:
         if not args.quiet:
@@ -148,10 +161,8 @@ def run(args: argparse.Namespace) -> int:
     check_filter_mode(args.filter_mode)
     inputs, several = expand_inputs(args.input)
     outputs = plan_outputs(inputs, several, args.output)
-    with Segmenter(args.network, model=args.model, labels=args.labels, colors=args.colors,
-                   input_blob=args.input_blob, output_blob=args.output_blob, backend=args.backend,
-                   alpha=args.alpha, filter_mode=args.filter_mode, ignore_class=args.ignore_class,
-                   models_dir=args.models_dir, download=not args.no_download) as segmenter:
+    with open_segmenter(args, alpha=args.alpha, filter_mode=args.filter_mode,
+                        ignore_class=args.ignore_class) as segmenter:
         w, h = segmenter.input_size
         status(f"{segmenter.name} ({w}x{h}, {segmenter.num_classes} classes) on {segmenter.description}")
         failed = 0
@@ -173,18 +184,66 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _guarded(prog: str, body, argv) -> int:
+    """Run ``body(argv)``, turning user errors into one stderr line and an exit code."""
     try:
-        return run(build_parser().parse_args(argv))
+        return body(argv)
     except SegnetError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. --stats piped into head
         return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    return _guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
+
+
 def console() -> None:
     sys.exit(main())
+
+
+def build_eval_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="segnet-eval", description="Accuracy of a network on labelled images, measured as "
+                "jetson-inference's table is: logits upsampled bilinearly to the label size, argmax, one "
+                "confusion matrix over the folder. Label values outside the network's classes (void) "
+                "are ignored.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="example:\n  segnet-eval --network=fcn-resnet18-camvid camvid/val/images "
+                "camvid/val/labels")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("label_dir", metavar="labels", help="folder of index-PNG labels, matched to the images "
+                   "by file stem")
+    add_network_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate
+
+    with open_segmenter(args, ignore_class=None) as segmenter:
+        result = evaluate(segmenter, args.images, args.label_dir)
+    if args.json:
+        print(json.dumps({"network": segmenter.name, **result}, indent=1))
+        return 0
+    print(f"{segmenter.name} on {result['images']} images, {result['pixels']} labelled pixels")
+    print(f"pixel accuracy {result['pixel_accuracy']:.4f}   mean IoU {result['mean_iou']:.4f}   "
+          f"mean class accuracy {result['mean_class_accuracy']:.4f}")
+    print(f"{'ID':>3}  {'class':<20} {'IoU':>7} {'accuracy':>9} {'pixels':>10}")
+    for row in result["per_class"]:
+        print(f"{row['id']:>3}  {row['name']:<20} {row['iou']:>7.4f} {row['accuracy']:>9.4f} {row['pixels']:>10}")
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    return _guarded("segnet-eval", lambda a: run_eval(build_eval_parser().parse_args(a)), argv)
+
+
+def eval_console() -> None:
+    sys.exit(eval_main())

@@ -1,0 +1,78 @@
+"""Accuracy of a network on a labelled folder, measured as the seed's table was (SPEC section 5):
+logits upsampled bilinearly to the label's size, argmax, one confusion matrix over all images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .errors import SegnetError
+from .image_io import READ_EXTENSIONS, read_image
+
+
+def upsample_bilinear(scores: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``[C, gh, gw]`` -> ``[C, height, width]``, half-pixel centres (``align_corners=False``)."""
+    def axis(n_in, n_out):
+        src = np.maximum((np.arange(n_out, dtype=np.float32) + 0.5) * np.float32(n_in / n_out) - 0.5, 0)
+        i0 = np.minimum(src.astype(np.intp), n_in - 1)
+        return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
+
+    x0, x1, wx = axis(scores.shape[2], width)
+    y0, y1, wy = axis(scores.shape[1], height)
+    rows = scores[:, :, x0] * (1 - wx) + scores[:, :, x1] * wx
+    return rows[:, y0] * (1 - wy)[:, None] + rows[:, y1] * wy[:, None]
+
+
+def read_label(path: Path) -> np.ndarray:
+    """An index PNG as ``[H, W]`` class ids."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "I", "I;16"):
+                raise SegnetError(f"{path}: a label must be a single-channel index image, not {image.mode}")
+            return np.asarray(image)
+    except OSError as exc:
+        raise SegnetError(f"{path}: cannot read label ({exc})") from None
+
+
+def pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
+    """(image, label) pairs matched by file stem; an image without a label is an error."""
+    found = {p.stem: p for p in sorted(labels.iterdir()) if p.is_file()} if labels.is_dir() else {}
+    if not found:
+        raise SegnetError(f"{labels}: no label files")
+    images_found = sorted(p for p in images.iterdir() if p.suffix.lower() in READ_EXTENSIONS) \
+        if images.is_dir() else []
+    if not images_found:
+        raise SegnetError(f"{images}: no images")
+    missing = [p.name for p in images_found if p.stem not in found]
+    if missing:
+        raise SegnetError(f"no label in {labels} for {len(missing)} image(s), e.g. {missing[0]}")
+    return [(p, found[p.stem]) for p in images_found]
+
+
+def evaluate(segmenter, images: str | Path, labels: str | Path, progress: bool = True) -> dict:
+    """Global pixel accuracy, mean IoU and per-class IoU/accuracy of ``segmenter`` on a folder of
+    images and a folder of index-PNG labels. Label values outside the network's classes are ignored."""
+    from tqdm import tqdm
+
+    num_classes = segmenter.num_classes
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    items = pairs(Path(images), Path(labels))
+    for image_path, label_path in tqdm(items, desc="evaluating", unit="img", file=sys.stderr,
+                                       disable=not progress or not sys.stderr.isatty()):
+        label = read_label(label_path)
+        result = segmenter(read_image(image_path))
+        scores = upsample_bilinear(result.scores, label.shape[1], label.shape[0])
+        confusion += metrics.confusion_matrix(label, scores.argmax(0), num_classes)
+    summary = metrics.summary(confusion, segmenter.class_names)
+    summary["images"] = len(items)
+    summary["per_class"] = [
+        {"id": c, "name": name, "iou": summary["class_iou"][name], "accuracy": summary["class_accuracy"][name],
+         "pixels": int(confusion[c].sum())}
+        for c, name in enumerate(segmenter.class_names)
+    ]
+    return summary
