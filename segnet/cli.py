@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__, zoo
 from .errors import SegnetError, UsageError
+from .image_io import read_image
 
 PROG = "segnet-console"
 
@@ -62,7 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "class has that name)")
     vis.add_argument("--stats", action="store_true", help="print the class histogram of the grid")
     run = p.add_argument_group("runtime")
-    run.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
+    run.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per inference call "
+                     "(default: 1); the batch axis of a fixed-batch model is made dynamic")
+    run.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+                     help="threads that decode, draw and encode while the network runs (default: "
+                     "min(4, cores))")
+    run.add_argument("--skip-existing", action="store_true", help="leave inputs whose output file "
+                     "exists (resume an interrupted folder run)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no status lines or progress on stderr")
     run.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -149,39 +157,185 @@ def _check_writable(folder: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .image_io import write_image
+    from . import video
     from .segmenter import check_alpha, check_filter_mode, parse_visualize
-
-    def status(message: str) -> None:
-        if not args.quiet:
-            print(f"segnet: {message}", file=sys.stderr)
 
     visualize = parse_visualize(args.visualize)  # validate every flag before any slow work
     check_alpha(args.alpha)
     check_filter_mode(args.filter_mode)
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give 1 or more")
     inputs, several = expand_inputs(args.input)
-    outputs = plan_outputs(inputs, several, args.output)
-    with open_segmenter(args, alpha=args.alpha, filter_mode=args.filter_mode,
-                        ignore_class=args.ignore_class) as segmenter:
+    if not several and video.is_video(inputs[0]):
+        source = VideoSource(inputs[0], args.output)
+    else:
+        if args.output and video.is_video(args.output):
+            raise UsageError(f"{args.output}: a video output needs a video input; give an image or a "
+                             "directory as output")
+        source = FileSource(inputs, plan_outputs(inputs, several, args.output), several, args.skip_existing)
+    with open_segmenter(args, alpha=args.alpha, filter_mode=args.filter_mode, ignore_class=args.ignore_class,
+                        batch_size=args.batch_size) as segmenter:
         w, h = segmenter.input_size
-        status(f"{segmenter.name} ({w}x{h}, {segmenter.num_classes} classes) on {segmenter.description}")
-        failed = 0
-        for source, target in zip(inputs, outputs):
-            try:
-                start = time.perf_counter()
-                result = segmenter(source)
-                if args.stats:
-                    print(f"{source}:" if several else "", result.stats(), sep="\n" if several else "")
-                if target is not None:
-                    write_image(result.render(visualize), target)
-                    status(f"{source} -> {target} ({(time.perf_counter() - start) * 1000:.0f} ms)")
-            except SegnetError as exc:
-                failed += 1
-                print(f"{PROG}: error: {exc}", file=sys.stderr)
-        if several:
-            status(f"{len(inputs) - failed} of {len(inputs)} images done" + (f", {failed} failed" if failed
-                                                                              else ""))
-    return 1 if failed else 0
+        status = Status(args.quiet)
+        status.say(f"{segmenter.name} ({w}x{h}, {segmenter.num_classes} classes) on {segmenter.description}")
+        return Runner(segmenter, source, visualize, args.stats, status).run(args.workers)
+
+
+class Status:
+    """Status lines on stderr (off with --quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(f"segnet: {message}", file=sys.stderr)
+
+
+class FileSource:
+    """Image files in, image files out (or none), each written by the worker that renders it."""
+
+    def __init__(self, inputs: list[Path], outputs: list[Path | None], several: bool, skip_existing: bool):
+        pairs = list(zip(inputs, outputs))
+        self.skipped = 0
+        if skip_existing:
+            kept = [(i, o) for i, o in pairs if o is None or not o.exists()]
+            self.skipped, pairs = len(pairs) - len(kept), kept
+        self.pairs, self.several = pairs, several
+        self.total = len(pairs)
+
+    def jobs(self):
+        from .pipeline import Job
+
+        for index, (path, target) in enumerate(self.pairs):
+            yield Job(index, str(path), lambda path=path: read_image(path), target)
+
+    def write(self, job, picture) -> None:
+        from .image_io import write_image
+        from .pipeline import timed
+
+        if job.target is not None:
+            timed(job, "encode", write_image, picture, job.target)
+
+    def wants_pictures(self) -> bool:
+        return any(o is not None for _, o in self.pairs)
+
+    def finish_ok(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class VideoSource:
+    """Every frame of a video in; a video (H.264, same frame rate) or a directory of frames out."""
+
+    def __init__(self, path: Path, output: str | None):
+        from . import video
+
+        self.path, self.several = path, True
+        self.rate, self.total = video.probe(path)
+        self.writer = self.folder = None
+        self.skipped = 0
+        if output and video.is_video(output):
+            out = Path(output)
+            _check_writable(out.parent)
+            self.writer = video.VideoWriter(out, self.rate)
+        elif output:
+            self.folder = Path(output)
+            if self.folder.exists() and not self.folder.is_dir():
+                raise UsageError(f"{output}: frames of a video go to a directory (or give a video file name)")
+            _check_writable(self.folder)
+
+    def jobs(self):
+        from . import video
+        from .pipeline import Job, prefetch
+
+        for index, frame in enumerate(prefetch(video.frames(self.path), 8)):
+            target = self.folder / f"{self.path.stem}-{index:06d}.png" if self.folder else index
+            yield Job(index, f"{self.path.name} frame {index}", lambda frame=frame: frame, target)
+
+    def write(self, job, picture) -> None:
+        from .image_io import write_image
+        from .pipeline import timed
+
+        if self.folder is not None:
+            timed(job, "encode", write_image, picture, job.target)
+        else:
+            job.picture = picture  # encoded in order by the sink
+
+    def wants_pictures(self) -> bool:
+        return self.writer is not None or self.folder is not None
+
+    def finish_ok(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+class Runner:
+    """Feeds a source through the pipeline and reports each result in input order."""
+
+    def __init__(self, segmenter, source, visualize, stats: bool, status: Status):
+        self.segmenter, self.source, self.visualize = segmenter, source, visualize
+        self.stats, self.status = stats, status
+        self.failed = self.done = 0
+
+    def render(self, job) -> None:
+        from .pipeline import timed
+
+        if self.source.wants_pictures():
+            picture = timed(job, "colorize", job.result.render, self.visualize)
+            self.source.write(job, picture)
+
+    def sink(self, job) -> None:
+        if job.error is not None:
+            self.failed += 1
+            self.progress.clear() if self.progress else None
+            print(f"{PROG}: error: {job.error}", file=sys.stderr)
+        else:
+            self.done += 1
+            if self.stats:
+                print(f"{job.name}:\n{job.result.stats()}" if self.source.several else job.result.stats())
+            if getattr(job, "picture", None) is not None:
+                from .pipeline import timed
+
+                timed(job, "encode", self.source.writer.write, job.picture)
+            if not self.source.several and job.target is not None:
+                self.status.say(f"{job.name} -> {job.target} ({sum(job.times.values()) * 1000:.0f} ms)")
+        job.result = job.picture = None  # keep memory flat
+        if self.progress:
+            self.progress.update(1)
+
+    def run(self, workers: int) -> int:
+        from tqdm import tqdm
+
+        from . import pipeline
+
+        show = self.source.several and not self.status.quiet and sys.stderr.isatty()
+        self.progress = tqdm(total=self.source.total, unit="img", file=sys.stderr, dynamic_ncols=True) \
+            if show else None
+        start = time.perf_counter()
+        try:
+            pipeline.run(self.segmenter, self.source.jobs(), self.render, self.sink, workers=workers)
+            self.source.finish_ok()
+        except BaseException:
+            self.source.abort()
+            raise
+        finally:
+            if self.progress:
+                self.progress.close()
+        if self.source.several:
+            seconds = time.perf_counter() - start
+            total = self.done + self.failed
+            skipped = f", {self.source.skipped} skipped (output exists)" if self.source.skipped else ""
+            failed = f", {self.failed} failed" if self.failed else ""
+            self.status.say(f"{self.done} of {total} images done in {seconds:.1f} s "
+                            f"({self.done / max(seconds, 1e-9):.1f} images/s){failed}{skipped}")
+        return 1 if self.failed else 0
 
 
 def _guarded(prog: str, body, argv) -> int:

@@ -105,12 +105,18 @@ class Segmenter:
                  labels: str | Path | None = None, colors: str | Path | None = None,
                  input_blob: str = "input_0", output_blob: str = "output_0", backend: str = "auto",
                  alpha: float = 120, filter_mode: str = "linear", ignore_class: str | None = "void",
-                 models_dir: str | Path | None = None, download: bool = True, **backend_options):
+                 models_dir: str | Path | None = None, download: bool = True, batch_size: int = 1,
+                 **backend_options):
+        if batch_size < 1:
+            raise UsageError(f"--batch-size {batch_size}: give 1 or more")
+        self.batch_size = batch_size
         self.alpha = check_alpha(alpha)
         self.filter_mode = check_filter_mode(filter_mode)
         self.files = locate(network, model, labels, colors, models_dir, download)
         raw_names = label_files.read_class_names(self.files.labels) if self.files.labels else None
         raw_colors = label_files.read_class_colors(self.files.colors) if self.files.colors else None
+        if batch_size > 1:
+            backend_options["batch_size"] = batch_size
         self.backend = open_backend(backend, self.files.model, input_blob, output_blob, **backend_options)
         self.backend.__enter__()
         try:
@@ -139,22 +145,44 @@ class Segmenter:
         return self.backend.description
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """Pre-processed ``[3, H, W]`` -> raw scores ``[C, gh, gw]``, checked against the contract."""
-        scores = self.backend.infer(tensor[None])
-        if scores.ndim != 4 or scores.shape[0] != 1 or not 1 <= scores.shape[1] <= 256:
-            raise SegnetError(f"model {self.files.model} returned scores of shape {list(scores.shape)}, "
-                              "expected [1, classes, grid height, grid width]")
-        return np.asarray(scores[0], np.float32)
+        """Pre-processed ``[3, H, W]`` -> raw scores ``[C, gh, gw]``."""
+        return self.infer_batch([tensor])[0]
 
-    def __call__(self, image) -> Segmentation:
+    def infer_batch(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
+        """Several pre-processed tensors -> their scores, ``batch_size`` per backend call."""
+        out = []
+        for start in range(0, len(tensors), self.batch_size):
+            chunk = tensors[start:start + self.batch_size]
+            scores = self.backend.infer(np.stack(chunk) if len(chunk) > 1 else chunk[0][None])
+            if scores.ndim != 4 or scores.shape[0] != len(chunk) or not 1 <= scores.shape[1] <= 256:
+                raise SegnetError(f"model {self.files.model} returned scores of shape {list(scores.shape)}, "
+                                  f"expected [{len(chunk)}, classes, grid height, grid width]")
+            out.extend(np.asarray(s, np.float32) for s in scores)
+        return out
+
+    def prepare(self, image) -> tuple[np.ndarray, np.ndarray]:
+        """An image (path, PIL, array) -> ``(rgb, network input tensor)``; safe to run in worker threads."""
         rgb = as_rgb(image)
         w, h = self.input_size
-        scores = self.infer(preprocess(rgb, w, h))
+        return rgb, preprocess(rgb, w, h)
+
+    def finish(self, rgb: np.ndarray, scores: np.ndarray) -> Segmentation:
+        """Scores of one image -> its ``Segmentation``."""
         if scores.shape[0] != self.num_classes:
             raise SegnetError(f"model {self.files.model} returned {scores.shape[0]} classes, "
                               f"then {self.num_classes}")
         return Segmentation(rgb, scores, classmap.class_map(scores, self.ignore_index), self.class_names,
                             self.colors, self.filter_mode)
+
+    def __call__(self, image) -> Segmentation:
+        rgb, tensor = self.prepare(image)
+        return self.finish(rgb, self.infer(tensor))
+
+    def segment_batch(self, images) -> list[Segmentation]:
+        """Several images, run ``batch_size`` at a time."""
+        prepared = [self.prepare(image) for image in images]
+        scores = self.infer_batch([tensor for _, tensor in prepared])
+        return [self.finish(rgb, s) for (rgb, _), s in zip(prepared, scores)]
 
     def close(self) -> None:
         if self.backend is not None:

@@ -14,11 +14,12 @@ class OnnxRuntimeBackend:
     """Runs an ONNX model with onnxruntime; ``infer`` maps ``[N,3,H,W]`` to ``[N,C,gh,gw]`` scores."""
 
     def __init__(self, model_path: str | Path, input_blob: str = "input_0", output_blob: str = "output_0",
-                 providers: list[str] | None = None):
+                 providers: list[str] | None = None, batch_size: int = 1):
         self.model_path = Path(model_path)
         self.input_blob = input_blob
         self.output_blob = output_blob
         self.providers = providers
+        self.batch_size = batch_size
         self.session = None
 
     def __enter__(self) -> "OnnxRuntimeBackend":
@@ -31,7 +32,10 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's own warnings would break our one-line output
         try:
-            self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+            model = str(self.model_path)
+            if self.batch_size > 1:
+                model = dynamic_batch(self.model_path, self.input_blob, self.output_blob)
+            self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SegnetError(f"cannot load model {self.model_path}: {reason}") from None
@@ -48,6 +52,22 @@ class OnnxRuntimeBackend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         (scores,) = self.session.run([self.output.name], {self.input.name: batch})
         return scores
+
+
+def dynamic_batch(path: Path, input_blob: str, output_blob: str) -> bytes:
+    """The model with a symbolic batch axis on the named input and output, serialised, so one call can
+    run several images (the FCN networks are fully convolutional; jetson exports fix the batch at 1).
+    Intermediate shapes recorded in the graph are dropped: onnxruntime infers them again."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in (input_blob, output_blob) and len(dims) == 4:
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del model.graph.value_info[:]
+    return model.SerializeToString()
 
 
 def _default_providers(ort) -> list[str]:
