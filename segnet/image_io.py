@@ -28,7 +28,7 @@ def read_image(path: str | Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
-                return np.asarray(image.convert("RGB"))
+                return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise SegnetError(f"{path}: image is larger than {Image.MAX_IMAGE_PIXELS} pixels; refusing a possible "
                           "decompression bomb") from None
