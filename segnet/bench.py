@@ -83,9 +83,9 @@ def sequential(segmenter, paths, visualize, out_dir: Path, fmt: str) -> dict:
 
     for i, path in enumerate(paths):
         image = clock("decode", read_image, path)
-        rgb, tensor = clock("preprocess", segmenter.prepare, image)
-        (scores,) = clock("inference", segmenter.infer_batch, [tensor])
-        result = clock("classmap", segmenter.finish, rgb, scores)
+        prepared = clock("preprocess", segmenter.prepare, image)
+        (scores,) = clock("inference", segmenter.infer_batch, [prepared.tensor])
+        result = clock("classmap", segmenter.finish, prepared, scores)
         picture = clock("colorize", result.render, visualize)
         clock("encode", write_image, picture, out_dir / f"seq{i}.{fmt}")
     return {"seconds": time.perf_counter() - start, "stage_seconds": times}

@@ -84,24 +84,49 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
                      f"{zoo.MODEL_FILE}, {zoo.LABELS_FILE}, {zoo.COLORS_FILE}); overrides --network")
     net.add_argument("--labels", metavar="PATH", help="classes.txt for a custom model: one name per line")
     net.add_argument("--colors", metavar="PATH", help="colors.txt for a custom model: 'r g b [a]' per line")
-    net.add_argument("--input-blob", "--input_blob", dest="input_blob", default="input_0", metavar="NAME",
+    net.add_argument("--input-blob", "--input_blob", dest="input_blob", metavar="NAME",
                      help="input tensor name (default: input_0)")
-    net.add_argument("--output-blob", "--output_blob", dest="output_blob", default="output_0",
-                     metavar="NAME", help="output tensor name (default: output_0)")
+    net.add_argument("--output-blob", "--output_blob", dest="output_blob", metavar="NAME",
+                     help="output tensor name (default: output_0)")
     net.add_argument("--models-dir", metavar="DIR", help="where pretrained networks live (default: "
                      "$SEGNET_MODELS, else the project's models/ folder)")
     net.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing "
                      "pretrained network")
     net.add_argument("--backend", default="auto", metavar="NAME", help="auto, onnxruntime or tensorrt "
                      "(default: auto)")
+    fmt = p.add_argument_group("other model formats (also read from segnet.json beside the model; the "
+                               "defaults are jetson's FCN-ResNet18 layout)")
+    fmt.add_argument("--input-layout", metavar="NCHW|NHWC", help="input layout (default: the axis of size 3)")
+    fmt.add_argument("--output-layout", metavar="NCHW|NHWC", help="output layout (default: detected)")
+    fmt.add_argument("--mean", metavar="R,G,B", help="subtracted from RGB scaled to 0..1 (default: ImageNet's "
+                     "0.485,0.456,0.406; 0.5,0.5,0.5 with --std 0.5,0.5,0.5 for x/127.5-1)")
+    fmt.add_argument("--std", metavar="R,G,B", help="divides after the mean (default: 0.229,0.224,0.225; "
+                     "raw 0..255 input: --mean 0,0,0 --std 0.0039215686,0.0039215686,0.0039215686)")
+    fmt.add_argument("--bgr", action="store_true", default=None, help="feed blue first")
+    fmt.add_argument("--resize", metavar="MODE", help="nearest (jetson's stretch, default), bilinear, or "
+                     "letterbox (keeps the aspect ratio; the padding is cut from the output)")
+    fmt.add_argument("--input-size", metavar="WxH", help="network size for models whose input size is "
+                     "symbolic (default: the image's, rounded to a multiple of 32)")
+    fmt.add_argument("--scores", choices=("logits", "sigmoid"), default=None, help="logits (or softmax: the "
+                     "argmax decides), or sigmoid: independent per-class probabilities without a background "
+                     "class; a pixel below --threshold in every class is background")
+    fmt.add_argument("--threshold", type=float, metavar="P", help="sigmoid models: background below this "
+                     "(default 0.5)")
 
 
 def open_segmenter(args: argparse.Namespace, **options):
+    from .layout import parse_size, parse_triple
     from .segmenter import Segmenter
 
+    layouts = {k: getattr(args, k).upper() if getattr(args, k) else None for k in ("input_layout", "output_layout")}
     return Segmenter(args.network, model=args.model, labels=args.labels, colors=args.colors,
                      input_blob=args.input_blob, output_blob=args.output_blob, backend=args.backend,
-                     models_dir=args.models_dir, download=not args.no_download, **options)
+                     models_dir=args.models_dir, download=not args.no_download, **layouts,
+                     mean=parse_triple(args.mean, "--mean") if args.mean else None,
+                     std=parse_triple(args.std, "--std") if args.std else None, bgr=args.bgr,
+                     resize=args.resize.lower() if args.resize else None,
+                     input_size=parse_size(args.input_size) if args.input_size else None, output=args.scores,
+                     threshold=args.threshold, **options)
 
 
 def expand_inputs(spec: str) -> tuple[list[Path], bool]:

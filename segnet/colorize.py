@@ -17,17 +17,20 @@ _f32 = np.float32
 _RUN = 32  # most output rows handled at once: keeps a run of 2048-wide RGBA rows in cache
 
 
-def _positions(n_out: int) -> np.ndarray:
-    return np.arange(n_out, dtype=_f32) / _f32(n_out)  # px = x / out_w, in float32
+def _positions(n_out: int, span: tuple[float, float] | None = None) -> np.ndarray:
+    """px = x / out_w in float32, as jetson computes it; with ``span`` (a letterboxed model's content, as
+    fractions of the network input) the output covers only that part of the grid."""
+    p = np.arange(n_out, dtype=_f32) / _f32(n_out)
+    return p if span is None else (_f32(span[0]) + p * _f32(span[1] - span[0])).astype(_f32)
 
 
-def _point_axis(n_out: int, n_grid: int) -> np.ndarray:
-    return np.minimum((_positions(n_out) * _f32(n_grid)).astype(np.intp), n_grid - 1)
+def _point_axis(n_out: int, n_grid: int, span=None) -> np.ndarray:
+    return np.minimum((_positions(n_out, span) * _f32(n_grid)).astype(np.intp), n_grid - 1)
 
 
-def _linear_axis(n_out: int, n_grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _linear_axis(n_out: int, n_grid: int, span=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i1, i2, d)`` per output position: the two grid cells and the weight of the second."""
-    c = np.maximum(_positions(n_out) * _f32(n_grid) - _f32(0.5), _f32(0))
+    c = np.maximum(_positions(n_out, span) * _f32(n_grid) - _f32(0.5), _f32(0))
     i1 = np.minimum(c.astype(np.intp), n_grid - 1)
     i2 = np.where(i1 >= n_grid - 1, i1, i1 + 1)
     return i1, i2, (c - i1.astype(_f32)).astype(_f32)
@@ -42,23 +45,28 @@ def _runs(keys: np.ndarray) -> Iterator[tuple[int, int]]:
             yield start, min(start + _RUN, hi)
 
 
+def _spans(region):
+    return (None, None) if region is None else ((region[0], region[2]), (region[1], region[3]))
+
+
 def color_rows(classes: np.ndarray, colors: np.ndarray, width: int, height: int,
-               filter_mode: str = "linear") -> Iterator[tuple[int, np.ndarray]]:
+               filter_mode: str = "linear", region=None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(y0, rgba)`` blocks covering the ``height x width`` upsampled colour image: ``rgba`` is
     float32 ``[rows, width, 4]`` for output rows ``y0 .. y0 + rows``, valid until the next block is
-    yielded (the buffer is reused)."""
+    yielded (the buffer is reused). ``region`` ``(x0, y0, x1, y1)``: the part of the grid to show."""
     gh, gw = classes.shape
     grid = colors[classes]  # [gh, gw, 4]
+    xspan, yspan = _spans(region)
     if filter_mode == "point":
-        rows = grid[:, _point_axis(width, gw)]  # [gh, width, 4]
-        ys = _point_axis(height, gh)
+        rows = grid[:, _point_axis(width, gw, xspan)]  # [gh, width, 4]
+        ys = _point_axis(height, gh, yspan)
         for lo, hi in _runs(ys):
             yield lo, np.broadcast_to(rows[ys[lo]], (hi - lo, width, 4))
         return
-    x1, x2, dx = _linear_axis(width, gw)
+    x1, x2, dx = _linear_axis(width, gw, xspan)
     dx = dx[None, :, None]
     rows = grid[:, x1] * (_f32(1) - dx) + grid[:, x2] * dx  # along x first: [gh, width, 4]
-    y1, y2, dy = _linear_axis(height, gh)
+    y1, y2, dy = _linear_axis(height, gh, yspan)
     buffer = np.empty((_RUN, width, 4), _f32)
     for lo, hi in _runs(y1):
         top = rows[y1[lo]]
@@ -72,16 +80,16 @@ def color_rows(classes: np.ndarray, colors: np.ndarray, width: int, height: int,
 
 
 def mask(classes: np.ndarray, colors: np.ndarray, width: int, height: int,
-         filter_mode: str = "linear") -> np.ndarray:
+         filter_mode: str = "linear", region=None) -> np.ndarray:
     """uint8 ``[height, width, 3]``: the upsampled class colours (alpha dropped)."""
     out = np.empty((height, width, 3), np.uint8)
-    for y0, rgba in color_rows(classes, colors, width, height, filter_mode):
+    for y0, rgba in color_rows(classes, colors, width, height, filter_mode, region):
         out[y0:y0 + len(rgba)] = rgba[..., :3]  # float -> uint8 truncates, as jetson's cast does
     return out
 
 
 def overlay(image: np.ndarray, classes: np.ndarray, colors: np.ndarray,
-            filter_mode: str = "linear") -> np.ndarray:
+            filter_mode: str = "linear", region=None) -> np.ndarray:
     """uint8 ``[H, W, 3]``: ``a * colour + (1 - a) * image`` with ``a = alpha / 255``, truncated."""
     height, width = image.shape[:2]
     # jetson samples the input at (int(px * in_w), int(py * in_h)); with float32 rounding that is not
@@ -89,7 +97,7 @@ def overlay(image: np.ndarray, classes: np.ndarray, colors: np.ndarray,
     xs, ys = _point_axis(width, width), _point_axis(height, height)
     same_x = bool(np.array_equal(xs, np.arange(width)))
     out = np.empty_like(image)
-    for y0, rgba in color_rows(classes, colors, width, height, filter_mode):
+    for y0, rgba in color_rows(classes, colors, width, height, filter_mode, region):
         rows = ys[y0:y0 + len(rgba)]
         src = image[rows] if same_x else image[rows[:, None], xs[None, :]]
         a = rgba[..., 3:] / _f32(255)
@@ -103,11 +111,11 @@ def overlay(image: np.ndarray, classes: np.ndarray, colors: np.ndarray,
 
 
 def composite(image: np.ndarray, classes: np.ndarray, colors: np.ndarray,
-              filter_mode: str = "linear") -> np.ndarray:
+              filter_mode: str = "linear", region=None) -> np.ndarray:
     """``[H, W + W//2, 3]``: the overlay at (0, 0), the half-size mask at (W, 0), the rest black."""
     height, width = image.shape[:2]
     out = np.zeros((height, width + width // 2, 3), np.uint8)
-    out[:, :width] = overlay(image, classes, colors, filter_mode)
+    out[:, :width] = overlay(image, classes, colors, filter_mode, region)
     if width // 2 and height // 2:
-        out[:height // 2, width:] = mask(classes, colors, width // 2, height // 2, filter_mode)
+        out[:height // 2, width:] = mask(classes, colors, width // 2, height // 2, filter_mode, region)
     return out

@@ -13,15 +13,18 @@ from .errors import SegnetError
 from .image_io import READ_EXTENSIONS, read_image
 
 
-def upsample_bilinear(scores: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``[C, gh, gw]`` -> ``[C, height, width]``, half-pixel centres (``align_corners=False``)."""
-    def axis(n_in, n_out):
-        src = np.maximum((np.arange(n_out, dtype=np.float32) + 0.5) * np.float32(n_in / n_out) - 0.5, 0)
+def upsample_bilinear(scores: np.ndarray, width: int, height: int, region=None) -> np.ndarray:
+    """``[C, gh, gw]`` -> ``[C, height, width]``, half-pixel centres (``align_corners=False``). ``region``
+    ``(x0, y0, x1, y1)``: only that part of the grid (a letterboxed model's content) is stretched."""
+    def axis(n_in, n_out, lo, hi):
+        step = n_in * (hi - lo) / n_out
+        src = np.maximum(lo * n_in + (np.arange(n_out, dtype=np.float32) + 0.5) * np.float32(step) - 0.5, 0)
         i0 = np.minimum(src.astype(np.intp), n_in - 1)
         return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
 
-    x0, x1, wx = axis(scores.shape[2], width)
-    y0, y1, wy = axis(scores.shape[1], height)
+    r = region or (0.0, 0.0, 1.0, 1.0)
+    x0, x1, wx = axis(scores.shape[2], width, r[0], r[2])
+    y0, y1, wy = axis(scores.shape[1], height, r[1], r[3])
     rows = scores[:, :, x0] * (1 - wx) + scores[:, :, x1] * wx
     return rows[:, y0] * (1 - wy)[:, None] + rows[:, y1] * wy[:, None]
 
@@ -66,7 +69,7 @@ def evaluate(segmenter, images: str | Path, labels: str | Path, progress: bool =
                                        disable=not progress or not sys.stderr.isatty()):
         label = read_label(label_path)
         result = segmenter(read_image(image_path))
-        scores = upsample_bilinear(result.scores, label.shape[1], label.shape[0])
+        scores = upsample_bilinear(result.scores, label.shape[1], label.shape[0], result.region)
         confusion += metrics.confusion_matrix(label, scores.argmax(0), num_classes)
     summary = metrics.summary(confusion, segmenter.class_names)
     summary["images"] = len(items)

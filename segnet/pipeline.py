@@ -55,9 +55,9 @@ def _prepare(segmenter, job: Job):
         return None
 
 
-def _render(segmenter, render, job: Job, rgb: np.ndarray, scores: np.ndarray) -> Job:
+def _render(segmenter, render, job: Job, prepared, scores: np.ndarray) -> Job:
     try:
-        job.result = timed(job, "classmap", segmenter.finish, rgb, scores)
+        job.result = timed(job, "classmap", segmenter.finish, prepared, scores)
         if render is not None:
             render(job)
     except SegnetError as exc:
@@ -106,7 +106,7 @@ def run(segmenter, jobs: Iterable[Job], render: Callable[[Job], None] | None = N
             ready = [(job, prepared) for job, prepared in batch if prepared is not None]
             if ready:
                 start = time.perf_counter()
-                scores = segmenter.infer_batch([tensor for _, (_, tensor) in ready])
+                scores = segmenter.infer_batch([prepared.tensor for _, prepared in ready])
                 share = (time.perf_counter() - start) / len(ready)
                 for (job, _), _s in zip(ready, scores):
                     job.times["inference"] = share
@@ -115,7 +115,7 @@ def run(segmenter, jobs: Iterable[Job], render: Callable[[Job], None] | None = N
                 if prepared is None:
                     rendering.append(_done(job))
                 else:
-                    rendering.append(pool.submit(_render, segmenter, render, job, prepared[0],
+                    rendering.append(pool.submit(_render, segmenter, render, job, prepared,
                                                  scores_of[id(job)]))
             drain(depth)
         drain(0)

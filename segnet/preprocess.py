@@ -43,3 +43,55 @@ def preprocess(image: np.ndarray, width: int, height: int) -> np.ndarray:
     out -= _MEAN
     out /= _STD
     return out
+
+
+def resize(image: np.ndarray, width: int, height: int, mode: str = "nearest"):
+    """``image`` -> uint8 ``[height, width, 3]`` and the region of it the image covers, as fractions
+    ``(x0, y0, x1, y1)`` of the network input (None: all of it).
+
+    ``nearest``: jetson's stretch. ``bilinear``: a smoother stretch. ``letterbox``: the aspect ratio is kept,
+    the image centred, the rest filled with the mean colour (which normalises to 0).
+    """
+    if mode == "nearest":
+        ys = nearest_indices(image.shape[0], height)
+        xs = nearest_indices(image.shape[1], width)
+        rows = image if _is_identity(ys, image.shape[0]) else image.take(ys, axis=0)
+        return (rows if _is_identity(xs, image.shape[1]) else rows.take(xs, axis=1)), None
+    from PIL import Image
+
+    src_h, src_w = image.shape[:2]
+    if mode == "bilinear":
+        if (src_w, src_h) == (width, height):
+            return image, None
+        return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)), None
+    scale = min(width / src_w, height / src_h)
+    w, h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    x0, y0 = (width - w) // 2, (height - h) // 2
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = np.round(np.array(MEAN) * 255).astype(np.uint8)
+    canvas[y0:y0 + h, x0:x0 + w] = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    return canvas, (x0 / width, y0 / height, (x0 + w) / width, (y0 + h) / height)
+
+
+def normalize(resized: np.ndarray, mean=MEAN, std=STD, bgr: bool = False, layout: str = "NCHW") -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> float32 ``(v / 255 - mean) / std``, planar ``[3, H, W]`` for NCHW or
+    ``[H, W, 3]`` for NHWC; channels reversed first for blue-first models."""
+    pixels = resized[..., ::-1] if bgr else resized
+    m = np.array(mean[::-1] if bgr else mean, _f32)
+    s = np.array(std[::-1] if bgr else std, _f32)
+    if layout == "NCHW":
+        pixels, m, s = pixels.transpose(2, 0, 1), m[:, None, None], s[:, None, None]
+    out = np.multiply(pixels, _f32(1.0 / 255.0), dtype=_f32)
+    out -= m
+    out /= s
+    return np.ascontiguousarray(out)
+
+
+def prepare(image: np.ndarray, width: int, height: int, *, mean=MEAN, std=STD, bgr: bool = False,
+            resize_mode: str = "nearest", layout: str = "NCHW"):
+    """The network input for any supported model: ``(tensor, region)``. The jetson defaults give exactly
+    ``preprocess``'s values."""
+    if resize_mode == "nearest" and not bgr and tuple(mean) == MEAN and tuple(std) == STD and layout == "NCHW":
+        return preprocess(image, width, height), None
+    resized, region = resize(image, width, height, resize_mode)
+    return normalize(resized, mean, std, bgr, layout), region

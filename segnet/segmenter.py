@@ -10,10 +10,14 @@ import numpy as np
 from . import classmap, colorize
 from . import labels as label_files
 from .backends import open_backend
+from .backends.base import format_shape
 from .errors import SegnetError, UsageError
 from .image_io import read_image
+from .layout import ModelFormat, merge, read_sidecar, spatial, symbolic_size, to_chw, with_background
+from .layout import input_layout as input_layout_of
+from .layout import output_layout as output_layout_of
 from .network import locate
-from .preprocess import preprocess
+from .preprocess import prepare as prepare_input
 
 VISUALIZE = ("overlay", "mask")
 
@@ -53,6 +57,7 @@ class Segmentation:
     class_names: list[str]
     colors: np.ndarray = field(repr=False)  # float32 [C, 4] RGBA after the alpha rules
     filter_mode: str = "linear"
+    region: tuple[float, float, float, float] | None = None  # letterbox: the grid part the image covers
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -66,13 +71,13 @@ class Segmentation:
     def mask(self, width: int | None = None, height: int | None = None) -> np.ndarray:
         """uint8 ``[height, width, 3]`` class colours, by default at the image's size."""
         h, w = self.image.shape[:2]
-        return colorize.mask(self.class_map, self.colors, width or w, height or h, self.filter_mode)
+        return colorize.mask(self.class_map, self.colors, width or w, height or h, self.filter_mode, self.region)
 
     def overlay(self) -> np.ndarray:
-        return colorize.overlay(self.image, self.class_map, self.colors, self.filter_mode)
+        return colorize.overlay(self.image, self.class_map, self.colors, self.filter_mode, self.region)
 
     def composite(self) -> np.ndarray:
-        return colorize.composite(self.image, self.class_map, self.colors, self.filter_mode)
+        return colorize.composite(self.image, self.class_map, self.colors, self.filter_mode, self.region)
 
     def render(self, visualize: str | tuple[str, ...] = "overlay") -> np.ndarray:
         """The picture segnet-console writes for ``--visualize``."""
@@ -93,48 +98,102 @@ class Segmentation:
         return "\n".join(lines)
 
 
+@dataclass
+class Prepared:
+    """An image made ready for the network: the RGB pixels, the network input, and the part of the input
+    the image covers (letterbox; None: all of it)."""
+
+    rgb: np.ndarray
+    tensor: np.ndarray
+    region: tuple[float, float, float, float] | None = None
+
+
 class Segmenter:
     """A loaded network. ``Segmenter()`` is the default network; ``Segmenter("fcn-resnet18-voc")`` a
     pretrained one; ``Segmenter(model="net.onnx", labels=..., colors=...)`` a custom one.
 
     Call it on an image (path, PIL image or uint8 RGB array ``[H, W, 3]``) to get a ``Segmentation``.
     Use it as a context manager (or call ``close()``) to free the backend.
+
+    Models other than jetson's FCN layout: ``input_layout``/``output_layout`` (NCHW or NHWC, detected by
+    default), ``mean``/``std``/``bgr``, ``resize`` (nearest, bilinear, letterbox), ``input_size`` for symbolic
+    sizes, ``output="sigmoid"`` with ``threshold`` for per-class probabilities without a background channel.
+    A ``segnet.json`` beside the model can hold all of these, and ``labels``/``colors`` lists.
     """
 
     def __init__(self, network: str | None = None, *, model: str | Path | None = None,
                  labels: str | Path | None = None, colors: str | Path | None = None,
-                 input_blob: str = "input_0", output_blob: str = "output_0", backend: str = "auto",
+                 input_blob: str | None = None, output_blob: str | None = None, backend: str = "auto",
                  alpha: float = 120, filter_mode: str = "linear", ignore_class: str | None = "void",
                  models_dir: str | Path | None = None, download: bool = True, batch_size: int = 1,
-                 **backend_options):
+                 input_layout: str | None = None, output_layout: str | None = None, mean=None, std=None,
+                 bgr: bool | None = None, resize: str | None = None, input_size=None, output: str | None = None,
+                 threshold: float | None = None, **backend_options):
         if batch_size < 1:
             raise UsageError(f"--batch-size {batch_size}: give 1 or more")
         self.batch_size = batch_size
         self.alpha = check_alpha(alpha)
         self.filter_mode = check_filter_mode(filter_mode)
         self.files = locate(network, model, labels, colors, models_dir, download)
-        raw_names = label_files.read_class_names(self.files.labels) if self.files.labels else None
-        raw_colors = label_files.read_class_colors(self.files.colors) if self.files.colors else None
+        sidecar = read_sidecar(Path(model) if model is not None else self.files.model)
+        self.format = merge(ModelFormat(), **{k: v for k, v in sidecar.items() if k in _FORMAT_KEYS})
+        self.format = merge(self.format, input_layout=input_layout, output_layout=output_layout, mean=mean,
+                            std=std, bgr=bgr, resize=resize, input_size=input_size, output=output,
+                            threshold=threshold)
+        raw_names = label_files.read_class_names(self.files.labels) if self.files.labels else sidecar.get("labels")
+        raw_colors = (label_files.read_class_colors(self.files.colors) if self.files.colors
+                      else _sidecar_colors(sidecar.get("colors")))
+        input_blob = input_blob or sidecar.get("input_blob") or "input_0"
+        output_blob = output_blob or sidecar.get("output_blob") or "output_0"
         if batch_size > 1:
             backend_options["batch_size"] = batch_size
         self.backend = open_backend(backend, self.files.model, input_blob, output_blob, **backend_options)
         self.backend.__enter__()
         try:
-            self.input_size = (self.backend.input.shape[3], self.backend.input.shape[2])  # (W, H)
+            shape = self.backend.input.shape
+            self.input_layout = input_layout_of(shape, self.format.input_layout, self._describe)
+            h, w = spatial(shape, self.input_layout)
+            fixed = (w, h) if w is not None and h is not None else None
+            self.input_size = self.format.input_size or fixed  # (W, H); None: from each image
+            self._output_layout = self.format.output_layout
             self.num_classes = self._probe_classes()
         except BaseException:
             self.close()
             raise
+        if self.format.output == "sigmoid":
+            raw_names = ["background", *(raw_names or [])]
+            raw_colors = [(0, 0, 0, 0), *raw_colors] if raw_colors else None
         self.class_names = label_files.class_names(self.num_classes, raw_names)
         self.colors = label_files.class_colors(self.num_classes, raw_colors, self.alpha)
         self.ignore_index = _find_class(self.class_names, ignore_class)
 
+    def _describe(self) -> str:
+        ins = ", ".join(f"{t.name} {format_shape(t.shape)}" for t in [self.backend.input])
+        outs = ", ".join(f"{t.name} {format_shape(t.shape)}" for t in [self.backend.output])
+        return f"model {self.files.model} (input {ins}; output {outs})"
+
     def _probe_classes(self) -> int:
-        c = self.backend.output.shape[1]
-        if c is None:  # symbolic in the graph: ask the model once
+        """Classes the model scores (plus background for sigmoid models), read from the output shape or,
+        when that is symbolic, from one run on a blank image."""
+        shape = self.backend.output.shape
+        if len(shape) != 4:
+            raise SegnetError(f"{self._describe()}: the output must have 4 dimensions, [1, classes, h, w] or "
+                              "[1, h, w, classes]")
+        known = None
+        if self.input_size is not None and None not in shape:
             w, h = self.input_size
-            c = self.infer(np.zeros((3, h, w), np.float32)).shape[0]
-        return c
+            self._output_layout = output_layout_of(shape, (h, w), self.input_layout, self._output_layout)
+            known = shape[1] if self._output_layout == "NCHW" else shape[3]
+        if known is None:
+            w, h = self.input_size or (self.format.size_multiple * 2,) * 2
+            blank = self.prepare(np.zeros((h, w, 3), np.uint8))
+            known = self.infer_batch([blank.tensor])[0].shape[0]
+        else:
+            known += self.format.output == "sigmoid"
+        if not 1 <= known <= 256:
+            raise SegnetError(f"{self._describe()}: {known} classes; between 1 and 256 are supported "
+                              "(the class map is uint8)")
+        return known
 
     @property
     def name(self) -> str:
@@ -144,45 +203,59 @@ class Segmenter:
     def description(self) -> str:
         return self.backend.description
 
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """Pre-processed ``[3, H, W]`` -> raw scores ``[C, gh, gw]``."""
-        return self.infer_batch([tensor])[0]
-
     def infer_batch(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
-        """Several pre-processed tensors -> their scores, ``batch_size`` per backend call."""
+        """Network inputs -> their scores ``[C, h, w]``, ``batch_size`` per backend call (inputs of
+        different sizes, from symbolic-size models, run one by one)."""
         out = []
-        for start in range(0, len(tensors), self.batch_size):
-            chunk = tensors[start:start + self.batch_size]
+        step = self.batch_size if len({t.shape for t in tensors}) == 1 else 1
+        for start in range(0, len(tensors), step):
+            chunk = tensors[start:start + step]
             scores = self.backend.infer(np.stack(chunk) if len(chunk) > 1 else chunk[0][None])
-            if scores.ndim != 4 or scores.shape[0] != len(chunk) or not 1 <= scores.shape[1] <= 256:
-                raise SegnetError(f"model {self.files.model} returned scores of shape {list(scores.shape)}, "
+            if scores.ndim != 4 or scores.shape[0] != len(chunk):
+                raise SegnetError(f"{self._describe()} returned scores of shape {list(scores.shape)}, "
                                   f"expected [{len(chunk)}, classes, grid height, grid width]")
-            out.extend(np.asarray(s, np.float32) for s in scores)
+            out.extend(self._read_scores(s, chunk[0]) for s in scores)
         return out
 
-    def prepare(self, image) -> tuple[np.ndarray, np.ndarray]:
-        """An image (path, PIL, array) -> ``(rgb, network input tensor)``; safe to run in worker threads."""
-        rgb = as_rgb(image)
-        w, h = self.input_size
-        return rgb, preprocess(rgb, w, h)
+    def _read_scores(self, raw: np.ndarray, tensor: np.ndarray) -> np.ndarray:
+        if self._output_layout is None:
+            h, w = tensor.shape[1:3] if self.input_layout == "NCHW" else tensor.shape[0:2]
+            self._output_layout = output_layout_of((1, *raw.shape), (h, w), self.input_layout, None)
+        scores = to_chw(np.asarray(raw, np.float32), self._output_layout)
+        if self.format.output == "sigmoid":
+            scores = with_background(scores, self.format.threshold)
+        return scores
 
-    def finish(self, rgb: np.ndarray, scores: np.ndarray) -> Segmentation:
-        """Scores of one image -> its ``Segmentation``."""
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """One network input -> raw scores ``[C, h, w]``."""
+        return self.infer_batch([tensor])[0]
+
+    def prepare(self, image) -> Prepared:
+        """An image (path, PIL, array) -> network input; safe to run in worker threads."""
+        rgb = as_rgb(image)
+        f = self.format
+        w, h = self.input_size or symbolic_size(rgb.shape[1], rgb.shape[0], f.size_multiple)
+        tensor, region = prepare_input(rgb, w, h, mean=f.mean, std=f.std, bgr=f.bgr, resize_mode=f.resize,
+                                       layout=self.input_layout)
+        return Prepared(rgb, tensor, region)
+
+    def finish(self, prepared: Prepared, scores: np.ndarray) -> Segmentation:
+        """Scores of one prepared image -> its ``Segmentation``."""
         if scores.shape[0] != self.num_classes:
             raise SegnetError(f"model {self.files.model} returned {scores.shape[0]} classes, "
                               f"then {self.num_classes}")
-        return Segmentation(rgb, scores, classmap.class_map(scores, self.ignore_index), self.class_names,
-                            self.colors, self.filter_mode)
+        return Segmentation(prepared.rgb, scores, classmap.class_map(scores, self.ignore_index),
+                            self.class_names, self.colors, self.filter_mode, prepared.region)
 
     def __call__(self, image) -> Segmentation:
-        rgb, tensor = self.prepare(image)
-        return self.finish(rgb, self.infer(tensor))
+        prepared = self.prepare(image)
+        return self.finish(prepared, self.infer(prepared.tensor))
 
     def segment_batch(self, images) -> list[Segmentation]:
         """Several images, run ``batch_size`` at a time."""
         prepared = [self.prepare(image) for image in images]
-        scores = self.infer_batch([tensor for _, tensor in prepared])
-        return [self.finish(rgb, s) for (rgb, _), s in zip(prepared, scores)]
+        scores = self.infer_batch([p.tensor for p in prepared])
+        return [self.finish(p, s) for p, s in zip(prepared, scores)]
 
     def close(self) -> None:
         if self.backend is not None:
@@ -194,6 +267,21 @@ class Segmenter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_FORMAT_KEYS = {"input_layout", "output_layout", "mean", "std", "bgr", "resize", "input_size", "size_multiple",
+                "output", "threshold"}
+
+
+def _sidecar_colors(colors) -> list | None:
+    if colors is None:
+        return None
+    out = []
+    for c in colors:
+        if not isinstance(c, (list, tuple)) or len(c) not in (3, 4):
+            raise SegnetError(f"segnet.json: colour {c!r} is not [r, g, b] or [r, g, b, a]")
+        out.append((*c, None) if len(c) == 3 else tuple(c))
+    return out
 
 
 def as_rgb(image) -> np.ndarray:

@@ -40,36 +40,34 @@ class Backend(Protocol):
 
 def check_contract(model: object, inputs: list[TensorInfo], outputs: list[TensorInfo],
                    input_blob: str, output_blob: str) -> tuple[TensorInfo, TensorInfo]:
-    """Pick the named input and output and check them against the FCN contract (SPEC section 2):
-    input ``[1|N, 3, H, W]`` with fixed H and W, output ``[1|N, C, gh, gw]`` with at most 256 classes."""
+    """Pick the named input and output and check what every backend needs of them (SPEC section 2): a
+    4-d image input with an RGB axis (``[N, 3, H, W]``, or ``[N, H, W, 3]`` channels last) and a 4-d score
+    output. Layouts, sizes and class counts are the segmenter's business (``segnet.layout``)."""
     from ..errors import SegnetError
 
-    def listing(tensors):
-        return ", ".join(f"{t.name} {_shape(t.shape)}" for t in tensors) or "none"
+    def listing():
+        return (f"its inputs are: {', '.join(f'{t.name} {format_shape(t.shape)}' for t in inputs) or 'none'}; "
+                f"its outputs are: {', '.join(f'{t.name} {format_shape(t.shape)}' for t in outputs) or 'none'}")
 
     def pick(tensors, name, kind, flag):
         for t in tensors:
             if t.name == name:
                 return t
-        raise SegnetError(f"model {model} has no {kind} named '{name}'; its {kind}s are: {listing(tensors)} "
-                          f"(choose one with {flag})")
+        raise SegnetError(f"model {model} has no {kind} named '{name}'; {listing()} (choose with {flag})")
 
     inp = pick(inputs, input_blob, "input", "--input-blob")
     out = pick(outputs, output_blob, "output", "--output-blob")
-    if len(inp.shape) != 4 or inp.shape[1] != 3:
-        raise SegnetError(f"model {model}: input '{inp.name}' has shape {_shape(inp.shape)}, "
-                          "expected [1, 3, H, W] (planar RGB)")
-    if inp.shape[2] is None or inp.shape[3] is None:
-        raise SegnetError(f"model {model}: input '{inp.name}' has shape {_shape(inp.shape)}; "
-                          "a fixed height and width are needed")
+    if len(inp.shape) != 4 or 3 not in (inp.shape[1], inp.shape[3]) and None not in (inp.shape[1], inp.shape[3]):
+        raise SegnetError(f"model {model}: input '{inp.name}' has shape {format_shape(inp.shape)}, expected "
+                          f"[1, 3, H, W] (planar RGB) or [1, H, W, 3]; {listing()}")
     if len(out.shape) != 4:
-        raise SegnetError(f"model {model}: output '{out.name}' has shape {_shape(out.shape)}, "
-                          "expected [1, classes, grid height, grid width]")
-    if out.shape[1] is not None and not 1 <= out.shape[1] <= 256:
-        raise SegnetError(f"model {model}: output '{out.name}' has {out.shape[1]} classes; "
-                          "between 1 and 256 are supported (the class map is uint8)")
+        raise SegnetError(f"model {model}: output '{out.name}' has shape {format_shape(out.shape)}, expected "
+                          f"[1, classes, grid height, grid width] or [1, height, width, classes]; {listing()}")
     return inp, out
 
 
-def _shape(shape) -> str:
+def format_shape(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+_shape = format_shape  # the name the first backends used
