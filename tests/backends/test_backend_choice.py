@@ -1,0 +1,110 @@
+"""``open_backend`` on a machine without TensorRT: ``tensorrt`` fails in one line, ``auto`` runs on
+onnxruntime and says once why; a TensorRT that fails to build or load also falls back under ``auto``."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import segnet.backends
+from segnet.backends import open_backend
+from segnet.backends import tensorrt as trt_backend
+from segnet.errors import SegnetError, UsageError
+from tests.support.models import pooling_model, pooling_reference
+
+REPO = Path(__file__).resolve().parents[2]
+no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                                 reason="TensorRT is installed here")
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_state(monkeypatch):
+    """What the process remembers about TensorRT, as in a new process."""
+    reason = trt_backend.unusable_reason
+    reason.cache_clear()
+    monkeypatch.setattr(segnet.backends, "_auto_fallback", None)
+    yield
+    reason.cache_clear()
+
+
+@pytest.fixture
+def model(tmp_path):
+    return pooling_model(tmp_path / "fcn.onnx", num_classes=5, width=64, height=32)
+
+
+def run(backend) -> np.ndarray:
+    """Infer one image and check the scores against the model's numpy reference."""
+    image = np.random.default_rng(0).standard_normal((3, 32, 64)).astype(np.float32)
+    with backend as opened:
+        scores = opened.infer(image[None])
+    np.testing.assert_allclose(scores[0], pooling_reference(image, 5), rtol=1e-4, atol=1e-5)
+    return scores
+
+
+@no_tensorrt
+def test_backend_tensorrt_is_a_one_line_error_naming_the_install(model):
+    with pytest.raises(SegnetError) as info:
+        open_backend("tensorrt", model)
+    message = str(info.value)
+    assert "\n" not in message and type(info.value) is SegnetError
+    assert message == "--backend tensorrt cannot run: TensorRT is not installed: pip install 'segnet[tensorrt]'"
+
+
+@no_tensorrt
+def test_auto_runs_on_onnxruntime_and_says_why_once(model, capsys):
+    for _ in range(3):
+        backend = open_backend("auto", model, precision="fp16", engine_cache=None)
+        assert run(backend).shape == (1, 5, 1, 2)
+        assert backend.description.startswith("onnxruntime")
+    err = capsys.readouterr().err
+    assert err == "segnet: TensorRT not used, running on onnxruntime: TensorRT is not installed: " \
+                  "pip install 'segnet[tensorrt]'\n"
+
+
+def test_auto_falls_back_once_when_tensorrt_cannot_build(model, capsys, monkeypatch):
+    tries = []
+
+    def failing_enter(self):
+        tries.append(self)
+        raise SegnetError("TensorRT could not build an engine for fcn.onnx: out of workspace")
+
+    monkeypatch.setattr(trt_backend, "unusable_reason", lambda: None)
+    monkeypatch.setattr(trt_backend.TensorRTBackend, "__enter__", failing_enter)
+    for _ in range(2):
+        backend = open_backend("auto", model)
+        assert run(backend).shape == (1, 5, 1, 2)
+        assert backend.description.startswith("onnxruntime")
+    assert len(tries) == 1  # the process remembers: no second attempt
+    assert capsys.readouterr().err == ("segnet: TensorRT not used, running on onnxruntime: "
+                                       "TensorRT could not build an engine for fcn.onnx: out of workspace\n")
+
+
+def test_backend_tensorrt_does_not_fall_back_on_build_failure(model, monkeypatch):
+    monkeypatch.setattr(trt_backend, "unusable_reason", lambda: None)
+    monkeypatch.setattr(trt_backend.TensorRTBackend, "__enter__",
+                        lambda self: (_ for _ in ()).throw(SegnetError("TensorRT could not build")))
+    with pytest.raises(SegnetError, match="could not build"):
+        run(open_backend("tensorrt", model))
+
+
+def test_tensorrt_options_are_ignored_by_onnxruntime(model):
+    assert run(open_backend("onnxruntime", model, precision="fp32", engine_cache="/nonexistent")).shape == \
+        (1, 5, 1, 2)
+
+
+def test_unknown_precision_is_a_usage_error(model):
+    with pytest.raises(UsageError, match="fp16, fp32"):
+        trt_backend.TensorRTBackend(model, precision="int8")
+
+
+def test_tensorrt_backend_module_imports_no_tensorrt_or_cuda():
+    code = ("import sys, segnet.backends.tensorrt, segnet.cuda, segnet.engine_cache, segnet.fp16; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorrt', 'tensorrt_bindings', 'cuda', 'pycuda', 'onnxruntime', 'onnx')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
