@@ -93,7 +93,11 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
     net.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing "
                      "pretrained network")
     net.add_argument("--backend", default="auto", metavar="NAME", help="auto, onnxruntime or tensorrt "
-                     "(default: auto)")
+                     "(default: auto: TensorRT when it can run here, else onnxruntime)")
+    net.add_argument("--precision", choices=("fp16", "fp32"), default=None, help="TensorRT engine precision "
+                     "(default: fp16)")
+    net.add_argument("--engine-cache", metavar="DIR", help="where TensorRT engines are kept (default: "
+                     "$SEGNET_CACHE, else beside the model when writable, else the user cache)")
     fmt = p.add_argument_group("other model formats (also read from segnet.json beside the model; the "
                                "defaults are jetson's FCN-ResNet18 layout)")
     fmt.add_argument("--input-layout", metavar="NCHW|NHWC", help="input layout (default: the axis of size 3)")
@@ -126,7 +130,12 @@ def open_segmenter(args: argparse.Namespace, **options):
                      std=parse_triple(args.std, "--std") if args.std else None, bgr=args.bgr,
                      resize=args.resize.lower() if args.resize else None,
                      input_size=parse_size(args.input_size) if args.input_size else None, output=args.scores,
-                     threshold=args.threshold, **options)
+                     threshold=args.threshold, **_given(precision=args.precision, engine_cache=args.engine_cache),
+                     **options)
+
+
+def _given(**options) -> dict:
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def expand_inputs(spec: str) -> tuple[list[Path], bool]:

@@ -176,3 +176,17 @@ def test_help_and_version_work_without_onnxruntime(tmp_path):
     # and running without onnxruntime says how to install it
     proc = run_cli("--model", tmp_path / "x.onnx", IMAGES / "city_0.jpg", env=env)
     assert proc.returncode == 2  # the model does not exist: a usage error found before any import
+
+
+def test_tensorrt_backend_is_one_line_and_auto_says_once_why(grid_net, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is importable here")
+    proc = run_cli("--model", grid_net, "--backend=tensorrt", IMAGES / "city_0.jpg", tmp_path / "o.png")
+    assert_one_line_error(proc, 1, "pip install 'segnet[tensorrt]'")
+    assert not (tmp_path / "o.png").exists()
+    auto = run_cli("--model", grid_net, IMAGES, tmp_path / "out")  # a folder: many images, one line
+    assert auto.returncode == 0, auto.stderr
+    assert auto.stderr.count("TensorRT not used, running on onnxruntime") == 1
+    assert "on onnxruntime (CPUExecutionProvider)" in auto.stderr
