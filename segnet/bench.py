@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cli import _guarded, _Parser, add_network_options, open_segmenter
+from .cli import guarded, _Parser, add_network_options, open_segmenter
 from .errors import UsageError
 from .image_io import read_image, write_image
 from .segmenter import parse_visualize
@@ -178,7 +178,7 @@ def format_report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _guarded("segnet-bench", lambda a: run(build_parser().parse_args(a)), argv)
+    return guarded("segnet-bench", lambda a: run(build_parser().parse_args(a)), argv)
 
 
 if __name__ == "__main__":

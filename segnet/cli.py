@@ -372,7 +372,7 @@ class Runner:
         return 1 if self.failed else 0
 
 
-def _guarded(prog: str, body, argv) -> int:
+def guarded(prog: str, body, argv) -> int:
     """Run ``body(argv)``, turning user errors into one stderr line and an exit code."""
     try:
         return body(argv)
@@ -387,7 +387,7 @@ def _guarded(prog: str, body, argv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
+    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
 
 
 def console() -> None:
@@ -430,7 +430,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    return _guarded("segnet-eval", lambda a: run_eval(build_eval_parser().parse_args(a)), argv)
+    return guarded("segnet-eval", lambda a: run_eval(build_eval_parser().parse_args(a)), argv)
 
 
 def eval_console() -> None:

@@ -185,16 +185,13 @@ def load_colors(spec: str | None, num_classes: int) -> list[tuple[int, ...]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: train, validate, export. Returns the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        train(args)
-    except SegnetError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    from .cli import guarded
+
+    def run(args) -> int:
+        train(build_parser().parse_args(args))
+        return 0
+
+    return guarded(PROG, run, argv)
 
 
 def log(message: str) -> None:
