@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "min(4, cores))")
     run.add_argument("--skip-existing", action="store_true", help="leave inputs whose output file "
                      "exists (resume an interrupted folder run)")
+    run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run a folder job on a Ray "
+                     "cluster (ADDRESS as ray.init takes it; without one, $RAY_ADDRESS or a local instance); "
+                     "needs segnet[ray]. Write --ray=ADDRESS, or put --ray after the paths")
+    run.add_argument("--ray-actors", type=int, metavar="N", help="Ray actors (default: one per CPU, or per "
+                     "GPU with --ray-gpus)")
+    run.add_argument("--ray-gpus", type=float, default=0, metavar="G", help="GPUs per Ray actor (default 0: "
+                     "CPU actors; 1 on GPU clusters)")
     run.add_argument("-q", "--quiet", action="store_true", help="no status lines or progress on stderr")
     run.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -118,20 +125,26 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
                      "(default 0.5)")
 
 
-def open_segmenter(args: argparse.Namespace, **options):
+def segmenter_options(args: argparse.Namespace, **options) -> dict:
+    """``Segmenter``'s keyword arguments from the network options (also what Ray workers load)."""
     from .layout import parse_size, parse_triple
-    from .segmenter import Segmenter
 
     layouts = {k: getattr(args, k).upper() if getattr(args, k) else None for k in ("input_layout", "output_layout")}
-    return Segmenter(args.network, model=args.model, labels=args.labels, colors=args.colors,
-                     input_blob=args.input_blob, output_blob=args.output_blob, backend=args.backend,
-                     models_dir=args.models_dir, download=not args.no_download, **layouts,
-                     mean=parse_triple(args.mean, "--mean") if args.mean else None,
-                     std=parse_triple(args.std, "--std") if args.std else None, bgr=args.bgr,
-                     resize=args.resize.lower() if args.resize else None,
-                     input_size=parse_size(args.input_size) if args.input_size else None, output=args.scores,
-                     threshold=args.threshold, **_given(precision=args.precision, engine_cache=args.engine_cache),
-                     **options)
+    return dict(network=args.network, model=args.model, labels=args.labels, colors=args.colors,
+                input_blob=args.input_blob, output_blob=args.output_blob, backend=args.backend,
+                models_dir=args.models_dir, download=not args.no_download, **layouts,
+                mean=parse_triple(args.mean, "--mean") if args.mean else None,
+                std=parse_triple(args.std, "--std") if args.std else None, bgr=args.bgr,
+                resize=args.resize.lower() if args.resize else None,
+                input_size=parse_size(args.input_size) if args.input_size else None, output=args.scores,
+                threshold=args.threshold, **_given(precision=args.precision, engine_cache=args.engine_cache),
+                **options)
+
+
+def open_segmenter(args: argparse.Namespace, **options):
+    from .segmenter import Segmenter
+
+    return Segmenter(**segmenter_options(args, **options))
 
 
 def _given(**options) -> dict:
@@ -199,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
     check_filter_mode(args.filter_mode)
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give 1 or more")
+    _fix_ray_address(args)
     inputs, several = expand_inputs(args.input)
+    if args.ray is not None:
+        return run_ray(args, inputs, plan_outputs(inputs, several, args.output), visualize)
     if not several and video.is_video(inputs[0]):
         source = VideoSource(inputs[0], args.output)
     else:
@@ -213,6 +229,38 @@ def run(args: argparse.Namespace) -> int:
         status = Status(args.quiet)
         status.say(f"{segmenter.name} ({w}x{h}, {segmenter.num_classes} classes) on {segmenter.description}")
         return Runner(segmenter, source, visualize, args.stats, status).run(args.workers)
+
+
+def _fix_ray_address(args: argparse.Namespace) -> None:
+    """``--ray images/ out/`` makes argparse read ``images/`` as the address: an address that names an
+    existing path and leaves the output empty was meant as the input."""
+    if args.ray and args.output is None and (Path(args.ray).exists() or glob.has_magic(args.ray)):
+        args.ray, args.input, args.output = "", args.ray, args.input
+
+
+def run_ray(args: argparse.Namespace, inputs: list[Path], outputs: list, visualize) -> int:
+    """The same inputs and outputs as a local run, executed through Ray Data."""
+    from . import ray as segnet_ray
+    from . import video
+
+    if any(video.is_video(p) for p in inputs):
+        raise UsageError("--ray runs image folders; run videos without it")
+    if args.skip_existing:
+        kept = [(i, o) for i, o in zip(inputs, outputs) if o is None or not o.exists()]
+        inputs, outputs = [i for i, _ in kept], [o for _, o in kept]
+    options = segmenter_options(args, alpha=args.alpha, filter_mode=args.filter_mode,
+                                ignore_class=args.ignore_class, batch_size=args.batch_size)
+    start = time.perf_counter()
+    done, failures = segnet_ray.run_folder(inputs, outputs, options, visualize, address=args.ray or None,
+                                           actors=args.ray_actors, num_gpus=args.ray_gpus, stats=args.stats,
+                                           progress=not args.quiet)
+    for source, message in failures:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    Status(args.quiet).say(f"{done} of {len(inputs)} images done on Ray in {seconds:.1f} s "
+                           f"({done / max(seconds, 1e-9):.1f} images/s)" + (f", {len(failures)} failed"
+                                                                         if failures else ""))
+    return 1 if failures else 0
 
 
 class Status:

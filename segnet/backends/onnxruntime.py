@@ -14,12 +14,13 @@ class OnnxRuntimeBackend:
     """Runs an ONNX model with onnxruntime; ``infer`` maps ``[N,3,H,W]`` to ``[N,C,gh,gw]`` scores."""
 
     def __init__(self, model_path: str | Path, input_blob: str = "input_0", output_blob: str = "output_0",
-                 providers: list[str] | None = None, batch_size: int = 1):
+                 providers: list[str] | None = None, batch_size: int = 1, threads: int = 0):
         self.model_path = Path(model_path)
         self.input_blob = input_blob
         self.output_blob = output_blob
         self.providers = providers
         self.batch_size = batch_size
+        self.threads = threads  # onnxruntime's intra-op threads; 0: one per core
         self.session = None
 
     def __enter__(self) -> "OnnxRuntimeBackend":
@@ -31,6 +32,7 @@ class OnnxRuntimeBackend:
         providers = self.providers or _default_providers(ort)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's own warnings would break our one-line output
+        options.intra_op_num_threads = self.threads
         try:
             model = str(self.model_path)
             if self.batch_size > 1:
