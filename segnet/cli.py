@@ -376,7 +376,8 @@ class Runner:
     def sink(self, job) -> None:
         if job.error is not None:
             self.failed += 1
-            self.progress.clear() if self.progress else None
+            if self.progress:
+                self.progress.clear()
             print(f"{PROG}: error: {job.error}", file=sys.stderr)
         else:
             self.done += 1

@@ -104,19 +104,16 @@ def run(segmenter, jobs: Iterable[Job], render: Callable[[Job], None] | None = N
                 batch.append((job, future.result()))
                 fill()
             ready = [(job, prepared) for job, prepared in batch if prepared is not None]
+            scores = iter(())
             if ready:
                 start = time.perf_counter()
-                scores = segmenter.infer_batch([prepared.tensor for _, prepared in ready])
-                share = (time.perf_counter() - start) / len(ready)
-                for (job, _), _s in zip(ready, scores):
+                scores = iter(segmenter.infer_batch([prepared.tensor for _, prepared in ready]))
+                share = (time.perf_counter() - start) / len(ready)  # the batch's time, shared out
+                for job, _ in ready:
                     job.times["inference"] = share
-            scores_of = {id(job): s for (job, _), s in zip(ready, scores)} if ready else {}
-            for job, prepared in batch:
-                if prepared is None:
-                    rendering.append(_done(job))
-                else:
-                    rendering.append(pool.submit(_render, segmenter, render, job, prepared,
-                                                 scores_of[id(job)]))
+            for job, prepared in batch:  # in input order; failed loads pass straight to the sink
+                rendering.append(_done(job) if prepared is None else
+                                 pool.submit(_render, segmenter, render, job, prepared, next(scores)))
             drain(depth)
         drain(0)
     finally:
