@@ -10,6 +10,7 @@ from .base import Backend, TensorInfo
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 TENSORRT_OPTIONS = ("precision", "engine_cache")  # what only the TensorRT backend takes
+SHARED_OPTIONS = ("batch_size",)  # what both backends take (``auto`` may open either)
 
 #: Why ``auto`` is not using TensorRT in this process, once it knows (said once, then remembered).
 _auto_fallback: str | None = None
@@ -26,6 +27,7 @@ def open_backend(kind: str, model_path: str | Path, input_blob: str = "input_0",
     if kind not in BACKENDS:
         raise UsageError(f"unknown backend '{kind}': choose one of {', '.join(BACKENDS)}")
     trt_options = {k: options.pop(k) for k in TENSORRT_OPTIONS if k in options}
+    trt_options.update((k, options[k]) for k in SHARED_OPTIONS if k in options)
     onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options)
     if kind == "onnxruntime":
         return onnxruntime

@@ -51,6 +51,7 @@ TRT_API = {
         "Builder.build_serialized_network": ("network", "config"),
         "OnnxParser": ("network", "logger"),
         "OnnxParser.parse_from_file": ("model",),
+        "OnnxParser.parse": ("model",),
         "OnnxParser.num_errors": None,
         "OnnxParser.get_error": ("index",),
         "ParserError.desc": (),
@@ -142,13 +143,19 @@ def unusable_reason() -> str | None:
 
 class TensorRTBackend:
     """Runs the model as a TensorRT engine on the first CUDA GPU; ``infer`` maps ``[N,3,H,W]`` float32 to
-    ``[N,C,gh,gw]`` float32 scores, one image at a time (the engine's batch is 1 for now)."""
+    ``[N,C,gh,gw]`` float32 scores. With ``batch_size`` 1 the engine's batch is 1 and images run one at a
+    time; with ``batch_size`` B > 1 the engine has a batch axis with an optimisation profile of 1 to B, and
+    one call runs up to B images at once."""
 
     def __init__(self, model_path: str | Path, input_blob: str = "input_0", output_blob: str = "output_0",
                  precision: str = "fp16", engine_cache: str | Path | None = None, workspace: int = WORKSPACE,
-                 optimization_level: int = OPTIMIZATION_LEVEL, status: Callable[[str], None] | None = None):
+                 optimization_level: int = OPTIMIZATION_LEVEL, status: Callable[[str], None] | None = None,
+                 batch_size: int = 1):
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
+        if batch_size < 1:
+            raise UsageError(f"--batch-size {batch_size}: give 1 or more")
+        self.batch_size = batch_size
         self.model_path = Path(model_path)
         self.input_blob, self.output_blob = input_blob, output_blob
         self.precision = precision
@@ -179,6 +186,8 @@ class TensorRTBackend:
         host_in, host_out = self.host[self.input.name], self.host[self.output.name]
         if batch.ndim != 4 or batch.shape[1:] != host_in.shape[1:]:
             raise ValueError(f"batch of shape {batch.shape} does not fit the engine input {host_in.shape}")
+        if self.batch_size > 1:
+            return self._infer_batch(batch)
         scores = np.empty((len(batch), *host_out.shape[1:]), np.float32)
         for i, image in enumerate(batch):
             np.copyto(host_in[0], image, casting="same_kind")  # also to FP16 for an engine with FP16 input
@@ -189,6 +198,25 @@ class TensorRTBackend:
             self.cuda.synchronize(self.stream)  # the one synchronisation per image
             scores[i] = host_out[0]
         return scores
+
+    def _infer_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Up to ``batch_size`` images in one run: the input shape set to their number, only their part of
+        the buffers copied, one synchronisation."""
+        name, n = self.input.name, len(batch)
+        if not 1 <= n <= self.batch_size:
+            raise ValueError(f"batch of {n} images: the engine takes 1 to {self.batch_size}")
+        shape = (n, *self.host[name].shape[1:])
+        if not self.context.set_input_shape(name, shape):
+            raise SegnetError(f"TensorRT rejected batch size {n} for input '{name}': {_last_error(self.logger)}")
+        host_in = _leading(self.host[name], shape)
+        host_out = _leading(self.host[self.output.name], tuple(self.context.get_tensor_shape(self.output.name)))
+        np.copyto(host_in, batch, casting="same_kind")  # also to FP16 for an engine with FP16 input
+        self.cuda.copy_to_device(self.device[name], host_in, self.stream)
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise SegnetError(f"TensorRT could not run the engine: {_last_error(self.logger)}")
+        self.cuda.copy_to_host(host_out, self.device[self.output.name], self.stream)
+        self.cuda.synchronize(self.stream)  # the one synchronisation per batch
+        return host_out.astype(np.float32)  # a copy: the pinned buffer is reused by the next call
 
     def _open(self, trt) -> None:
         from ..cuda import open_cuda
@@ -202,6 +230,8 @@ class TensorRTBackend:
         path = api_path(trt)
         precision = "fp32" if self.precision == "fp32" else {"10": "fp16-flag", "11": "fp16-model"}[path]
         settings = (("workspace", self.workspace), ("optimization_level", self.optimization_level))
+        if self.batch_size > 1:  # batch 1 keeps its key, so engines cached before batching are still found
+            settings += (("batch_profile", (1, self.batch_size, self.batch_size)),)
         if precision == "fp16-model":
             settings += (("fp16_converter", f"{fp16.CONVERTER} {fp16.converter_version()}"),)
         model_sha256 = cache.file_sha256(self.model_path)
@@ -214,10 +244,15 @@ class TensorRTBackend:
             if precision == "fp16-model":
                 onnx_path = fp16.fp16_model(self.model_path, folder, model_sha256, input_blob=self.input_blob,
                                             output_blob=self.output_blob, status=lambda line: None)
+            model = None
+            if self.batch_size > 1:  # a model exported with batch 1 gets a symbolic batch axis
+                from .onnxruntime import dynamic_batch
+
+                model = dynamic_batch(onnx_path, self.input_blob, self.output_blob)
             timing = folder / cache.timing_cache_name(trt.__version__, gpu.name, gpu.compute_capability)
             return engine_from_onnx(trt, self.logger, onnx_path, fp16_flag=precision == "fp16-flag",
                                     workspace=self.workspace, optimization_level=self.optimization_level,
-                                    timing_cache_path=timing)
+                                    timing_cache_path=timing, model=model, max_batch=self.batch_size)
 
         label = "FP32" if precision == "fp32" else "FP16"
         first = " (converted to an FP16 model first)" if precision == "fp16-model" else ""
@@ -240,9 +275,13 @@ class TensorRTBackend:
         if len(inputs) != 1:
             raise SegnetError(f"model {self.model_path} has {len(inputs)} inputs; one is supported")
         shapes = {name: tuple(engine.get_tensor_shape(name)) for name in names}
-        for name in inputs:  # a dynamic batch is fixed at 1 (the optimisation profile engine_from_onnx made)
-            if shapes[name][0] == -1 and not context.set_input_shape(name, (1, *shapes[name][1:])):
-                raise SegnetError(f"TensorRT rejected batch size 1 for input '{name}'")
+        batch = self.batch_size  # 1, or buffers for the largest batch (infer sets each call's own shape)
+        for name in inputs:  # the batch axis of the optimisation profile engine_from_onnx made
+            if shapes[name][0] != -1 and batch > 1:
+                raise SegnetError(f"the TensorRT engine of {self.model_path} has a fixed batch; "
+                                  f"--batch-size {batch} needs a batch axis")
+            if shapes[name][0] == -1 and not context.set_input_shape(name, (batch, *shapes[name][1:])):
+                raise SegnetError(f"TensorRT rejected batch size {batch} for input '{name}'")
         self.stream = self.cuda.stream()
         for name in names:
             dtype = dtypes.get(engine.get_tensor_dtype(name))
@@ -260,14 +299,18 @@ class TensorRTBackend:
 
 
 def engine_from_onnx(trt, logger, onnx_path: str | Path, *, fp16_flag: bool, workspace: int = WORKSPACE,
-                     optimization_level: int = OPTIMIZATION_LEVEL, timing_cache_path: Path | None = None) -> bytes:
+                     optimization_level: int = OPTIMIZATION_LEVEL, timing_cache_path: Path | None = None,
+                     model: bytes | None = None, max_batch: int = 1) -> bytes:
     """Parse the ONNX file into an explicit-batch network and build a serialized engine. ``fp16_flag`` sets the
     TensorRT 10 builder flag (on 11 the model itself must be FP16). The shared timing cache at
-    ``timing_cache_path`` seeds the build and receives what it measured."""
+    ``timing_cache_path`` seeds the build and receives what it measured. ``model``: the serialized model to
+    parse instead of the file (``onnx_path`` still names it in errors); ``max_batch``: the largest batch the
+    optimisation profile of a dynamic batch axis allows."""
     builder = _created(trt, lambda: trt.Builder(logger), logger, "builder")
     network = builder.create_network(0)  # explicit batch: the only kind in 10 (no flag needed) and 11
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    parsed = parser.parse_from_file(str(onnx_path)) if model is None else parser.parse(model)
+    if not parsed:
         errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
         reasons = "; ".join(errors) or _last_error(logger)
         raise SegnetError(f"TensorRT cannot parse {onnx_path}: {reasons}")
@@ -276,7 +319,7 @@ def engine_from_onnx(trt, logger, onnx_path: str | Path, *, fp16_flag: bool, wor
     config.builder_optimization_level = optimization_level
     if fp16_flag and api_path(trt) == "10":
         _allow_fp16_trt10(trt, config)
-    _batch_profile(builder, network, config)
+    _batch_profile(builder, network, config, max_batch)
     seed = cache.read_timing_cache(timing_cache_path) if timing_cache_path else b""
     timing_cache = config.create_timing_cache(seed) or config.create_timing_cache(b"")  # a damaged file: start over
     if not config.set_timing_cache(timing_cache, False):
@@ -309,8 +352,9 @@ def _allow_fp16_trt10(trt, config) -> None:
     config.set_flag(trt.BuilderFlag.FP16)
 
 
-def _batch_profile(builder, network, config) -> None:
-    """A model exported with a dynamic batch dimension gets an optimisation profile of batch 1."""
+def _batch_profile(builder, network, config, max_batch: int = 1) -> None:
+    """A model with a dynamic batch dimension gets an optimisation profile of batch 1 to ``max_batch``,
+    optimised for ``max_batch``."""
     profile = None
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
@@ -319,10 +363,21 @@ def _batch_profile(builder, network, config) -> None:
             raise SegnetError(f"input '{tensor.name}' has shape {list(shape)}; only the batch may be dynamic")
         if shape and shape[0] == -1:
             profile = profile or builder.create_optimization_profile()
-            fixed = (1, *shape[1:])
-            profile.set_shape(tensor.name, fixed, fixed, fixed)
+            one, most = (1, *shape[1:]), (max_batch, *shape[1:])
+            profile.set_shape(tensor.name, one, most, most)
+    if profile is None and max_batch > 1:
+        raise SegnetError(f"the model has no input with a dynamic batch axis for --batch-size {max_batch}")
     if profile is not None:
         config.add_optimization_profile(profile)
+
+
+def _leading(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The start of a buffer allocated for the largest batch, seen as ``shape`` (a smaller batch)."""
+    size = int(np.prod(shape))
+    if size > array.size:
+        raise SegnetError(f"TensorRT wants a tensor of shape {list(shape)}, larger than its buffer "
+                          f"{list(array.shape)}")
+    return array.reshape(-1)[:size].reshape(shape)
 
 
 def _parser_error(error) -> str:
