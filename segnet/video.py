@@ -54,20 +54,21 @@ def frames(path: str | Path) -> Iterator[np.ndarray]:
 
 class VideoWriter:
     """H.264 (yuv420p) into a temporary file beside ``path``, renamed into place by ``close()`` only, so an
-    interrupted run leaves no partial video. Odd sizes are padded by one edge pixel (yuv420p needs even)."""
+    interrupted run leaves no partial video. The temporary file is made with the first frame: a run that
+    fails before any frame leaves nothing. Odd sizes are padded by one edge pixel (yuv420p needs even)."""
 
     def __init__(self, path: str | Path, rate: Fraction, crf: int = 18):
         self.path = Path(path)
         self.rate, self.crf = rate, crf
-        self.container = self.stream = None
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix,
-                                        dir=self.path.parent)
-        os.close(fd)
+        self.container = self.stream = self.tmp = None
         self.count = 0
 
     def write(self, rgb: np.ndarray) -> None:
         av = _av()
         if self.container is None:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix,
+                                            dir=self.path.parent)
+            os.close(fd)
             h, w = rgb.shape[:2]
             self.container = av.open(self.tmp, "w")
             self.stream = self.container.add_stream("libx264", rate=self.rate)
@@ -83,11 +84,12 @@ class VideoWriter:
             self.container.mux(packet)
 
     def close(self) -> None:
-        """Flush and move the finished video into place."""
-        if self.container is not None:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-            self.container.close()
+        """Flush and move the finished video into place (no frames: no file)."""
+        if self.container is None:
+            return
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -96,5 +98,5 @@ class VideoWriter:
                 self.container.close()
             except Exception:
                 pass
-        if os.path.exists(self.tmp):
+        if self.tmp is not None and os.path.exists(self.tmp):
             os.unlink(self.tmp)

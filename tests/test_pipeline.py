@@ -173,3 +173,14 @@ def test_odd_sized_video_and_composite(pooling_net, tmp_path):
     assert run_cli("--model", pooling_net, "--visualize=overlay,mask", source, out).returncode == 0
     count, rate, size = _count_frames(out)
     assert count == 5 and rate == pytest.approx(30000 / 1001) and size == (148, 66)  # 98 + 49 = 147 -> padded
+
+
+def test_video_run_that_fails_before_any_frame_leaves_nothing(tmp_path):
+    pytest.importorskip("av")
+    source = tmp_path / "in.mp4"
+    _make_video(source, 3, "12")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    proc = run_cli("--model", bad, source, tmp_path / "out.mp4")
+    assert proc.returncode == 1 and "cannot load model" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx", "in.mp4"]
