@@ -246,7 +246,7 @@ def run_ray(args: argparse.Namespace, inputs: list[Path], outputs: list, visuali
     if any(video.is_video(p) for p in inputs):
         raise UsageError("--ray runs image folders; run videos without it")
     if args.skip_existing:
-        kept = [(i, o) for i, o in zip(inputs, outputs) if o is None or not o.exists()]
+        kept, _ = without_existing(list(zip(inputs, outputs)))
         inputs, outputs = [i for i, _ in kept], [o for _, o in kept]
     options = segmenter_options(args, alpha=args.alpha, filter_mode=args.filter_mode,
                                 ignore_class=args.ignore_class, batch_size=args.batch_size)
@@ -261,6 +261,12 @@ def run_ray(args: argparse.Namespace, inputs: list[Path], outputs: list, visuali
                            f"({done / max(seconds, 1e-9):.1f} images/s)" + (f", {len(failures)} failed"
                                                                          if failures else ""))
     return 1 if failures else 0
+
+
+def without_existing(pairs: list[tuple[Path, Path | None]]) -> tuple[list, int]:
+    """``--skip-existing``: the (input, output) pairs whose output is not there yet, and how many were left."""
+    kept = [(i, o) for i, o in pairs if o is None or not o.exists()]
+    return kept, len(pairs) - len(kept)
 
 
 class Status:
@@ -281,10 +287,10 @@ class FileSource:
         pairs = list(zip(inputs, outputs))
         self.skipped = 0
         if skip_existing:
-            kept = [(i, o) for i, o in pairs if o is None or not o.exists()]
-            self.skipped, pairs = len(pairs) - len(kept), kept
+            pairs, self.skipped = without_existing(pairs)
         self.pairs, self.several = pairs, several
         self.total = len(pairs)
+        self.pictures = any(o is not None for _, o in pairs)  # asked once per image: not a scan each time
 
     def jobs(self):
         from .pipeline import Job
@@ -300,7 +306,7 @@ class FileSource:
             timed(job, "encode", write_image, picture, job.target)
 
     def wants_pictures(self) -> bool:
-        return any(o is not None for _, o in self.pairs)
+        return self.pictures
 
     def finish_ok(self) -> None:
         pass
