@@ -54,6 +54,9 @@ class ModelFormat:
         return self
 
 
+FORMAT_FIELDS = frozenset(f.name for f in fields(ModelFormat))
+
+
 def parse_triple(text: str, flag: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(v) for v in text.replace(" ", "").split(","))
@@ -84,7 +87,7 @@ def read_sidecar(model: Path) -> dict:
         raise SegnetError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise SegnetError(f"{path}: expected a JSON object of settings")
-    known = {f.name for f in fields(ModelFormat)} | {"labels", "colors", "input_blob", "output_blob"}
+    known = FORMAT_FIELDS | {"labels", "colors", "input_blob", "output_blob"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SegnetError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

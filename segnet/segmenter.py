@@ -13,7 +13,7 @@ from .backends import open_backend
 from .backends.base import format_shape
 from .errors import SegnetError, UsageError
 from .image_io import read_image
-from .layout import ModelFormat, merge, read_sidecar, spatial, symbolic_size, to_chw, with_background
+from .layout import FORMAT_FIELDS, ModelFormat, merge, read_sidecar, spatial, symbolic_size, to_chw, with_background
 from .layout import input_layout as input_layout_of
 from .layout import output_layout as output_layout_of
 from .network import locate
@@ -136,7 +136,7 @@ class Segmenter:
         self.filter_mode = check_filter_mode(filter_mode)
         self.files = locate(network, model, labels, colors, models_dir, download)
         sidecar = read_sidecar(Path(model) if model is not None else self.files.model)
-        self.format = merge(ModelFormat(), **{k: v for k, v in sidecar.items() if k in _FORMAT_KEYS})
+        self.format = merge(ModelFormat(), **{k: v for k, v in sidecar.items() if k in FORMAT_FIELDS})
         self.format = merge(self.format, input_layout=input_layout, output_layout=output_layout, mean=mean,
                             std=std, bgr=bgr, resize=resize, input_size=input_size, output=output,
                             threshold=threshold)
@@ -267,10 +267,6 @@ class Segmenter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_FORMAT_KEYS = {"input_layout", "output_layout", "mean", "std", "bgr", "resize", "input_size", "size_multiple",
-                "output", "threshold"}
 
 
 def _sidecar_colors(colors) -> list | None:
