@@ -43,17 +43,21 @@ def read_label(path: Path) -> np.ndarray:
 
 
 def pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
-    """(image, label) pairs matched by file stem; an image without a label is an error."""
-    found = {p.stem: p for p in sorted(labels.iterdir()) if p.is_file()} if labels.is_dir() else {}
+    """(image, index-PNG label) pairs matched by file stem, for evaluating and for training; an image
+    without a label is an error."""
+    for folder in (images, labels):
+        if not folder.is_dir():
+            raise SegnetError(f"{folder}: not a directory")
+    found = {p.stem: p for p in sorted(labels.iterdir()) if p.suffix.lower() == ".png"}
     if not found:
-        raise SegnetError(f"{labels}: no label files")
-    images_found = sorted(p for p in images.iterdir() if p.suffix.lower() in READ_EXTENSIONS) \
-        if images.is_dir() else []
+        raise SegnetError(f"{labels}: no label PNGs")
+    images_found = sorted(p for p in images.iterdir() if p.suffix.lower() in READ_EXTENSIONS)
     if not images_found:
-        raise SegnetError(f"{images}: no images")
+        raise SegnetError(f"{images}: no images ({', '.join(READ_EXTENSIONS)})")
     missing = [p.name for p in images_found if p.stem not in found]
     if missing:
-        raise SegnetError(f"no label in {labels} for {len(missing)} image(s), e.g. {missing[0]}")
+        raise SegnetError(f"no label in {labels} for {len(missing)} image(s) of {images}: they have no label "
+                          f"PNG of the same name, e.g. {', '.join(missing[:3])}")
     return [(p, found[p.stem]) for p in images_found]
 
 

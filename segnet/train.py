@@ -20,7 +20,6 @@ import copy
 import functools
 import inspect
 import json
-import math
 import os
 import sys
 import time
@@ -34,14 +33,13 @@ import numpy as np
 
 from . import metrics
 from .errors import SegnetError, UsageError
+from .evaluate import pairs as find_pairs
 from .labels import read_class_colors, read_class_names, voc_color
+from .preprocess import MEAN, STD  # ImageNet, on RGB/255 (SPEC 4.1)
+from .zoo import MODEL_FILE
 
 PROG = "segnet-train"
-MODEL_FILE = "fcn_resnet18.onnx"
-MEAN = (0.485, 0.456, 0.406)  # ImageNet, on RGB/255 (SPEC 4.1)
-STD = (0.229, 0.224, 0.225)
 IGNORE = 255  # every label value >= num_classes is mapped to this and ignored by the loss
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tga", ".tif", ".tiff", ".webp"}
 INSTALL_TORCH = "pip install 'segnet[train]'  (or: pip install torch)"
 
 EXAMPLE = """\
@@ -201,22 +199,6 @@ def log(message: str) -> None:
 # -------------------------------------------------------------------------------------------- data
 
 
-def find_pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
-    """(image, label) pairs matched by file stem; every image needs a label PNG."""
-    for folder, flag in ((images, "--images"), (labels, "--labels")):
-        if not folder.is_dir():
-            raise UsageError(f"{flag} {folder}: not a directory")
-    label_by_stem = {p.stem: p for p in labels.iterdir() if p.suffix.lower() == ".png"}
-    image_paths = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not image_paths:
-        raise SegnetError(f"{images}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    missing = [p.name for p in image_paths if p.stem not in label_by_stem]
-    if missing:
-        raise SegnetError(f"{len(missing)} image(s) in {images} have no label PNG of the same name in "
-                          f"{labels}, e.g. {', '.join(missing[:3])}")
-    return [(p, label_by_stem[p.stem]) for p in image_paths]
-
-
 def read_pair(image_path: Path, label_path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode one example: RGB uint8 ``[H, W, 3]`` and labels uint8 ``[H, W]`` with void as ``IGNORE``."""
     from PIL import Image
@@ -251,7 +233,7 @@ class Dataset:
 def load_dataset(images: Path, labels: Path, num_classes: int, device) -> Dataset:
     """Decode every pair once (threads: Pillow releases the GIL) and move the lot to ``device``."""
     torch = _torch()
-    pairs = find_pairs(images, labels)
+    pairs = find_pairs(images, labels)  # the same matching segnet-eval uses
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         decoded = list(pool.map(lambda pair: read_pair(*pair, num_classes), pairs))
     hmax = max(img.shape[0] for img, _ in decoded)
