@@ -9,7 +9,6 @@ alone, and writes everything as JSON.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -22,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cli import guarded, _Parser, add_network_options, open_segmenter
-from .errors import UsageError
+from .cli import _Parser, add_network_options, expand_inputs, guarded, open_segmenter
 from .image_io import read_image, write_image
 from .segmenter import parse_visualize
 
@@ -53,10 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _images(spec: str | None, size: str | None, scratch: Path) -> list[Path]:
     if spec is None:
         spec = str(Path(__file__).resolve().parent.parent / "data" / "images" / "city_*.jpg")
-    paths = sorted(Path(spec).iterdir()) if Path(spec).is_dir() else sorted(map(Path, glob.glob(spec)))
-    paths = [p for p in paths if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tga")]
-    if not paths:
-        raise UsageError(f"{spec}: no images")
+    paths, _ = expand_inputs(spec)  # the inputs segnet-console would take
     if not size:
         return paths
     from PIL import Image
