@@ -17,29 +17,38 @@ READ_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tga", ".bmp", ".gif", ".ppm", ".pg
 
 def read_image(path: str | Path) -> np.ndarray:
     """uint8 ``[H, W, 3]`` RGB. EXIF orientation is not applied (jetson's loader ignores it too)."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise SegnetError(f"{path}: the file is empty")
+    except FileNotFoundError:
+        raise SegnetError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SegnetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return decode_image(path, str(path))
+
+
+def decode_image(source, name: str) -> np.ndarray:
+    """An image file (a path or a binary file object) -> uint8 ``[H, W, 3]`` RGB, with one-line errors that
+    start with ``name``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; refuse there too rather than decode it.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image.load()
                 return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise SegnetError(f"{path}: image is larger than {Image.MAX_IMAGE_PIXELS} pixels; refusing a possible "
+        raise SegnetError(f"{name}: image is larger than {Image.MAX_IMAGE_PIXELS} pixels; refusing a possible "
                           "decompression bomb") from None
     except UnidentifiedImageError:
-        raise SegnetError(f"{path}: not an image Pillow can read (is the extension right?)") from None
-    except FileNotFoundError:
-        raise SegnetError(f"{path}: no such file") from None
+        raise SegnetError(f"{name}: not an image Pillow can read (is the extension right?)") from None
     except IsADirectoryError:
-        raise SegnetError(f"{path}: is a directory") from None
+        raise SegnetError(f"{name}: is a directory") from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow raises these for truncated/corrupt data
-        raise SegnetError(f"{path}: truncated or corrupt image ({exc})") from None
+        raise SegnetError(f"{name}: truncated or corrupt image ({exc})") from None
 
 
 def image_format(path: str | Path) -> str:

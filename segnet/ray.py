@@ -20,7 +20,6 @@ import io
 import math
 import os
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -322,23 +321,11 @@ def _as_image(source, name: str) -> np.ndarray:
 
 def _decode_bytes(data: bytes, name: str) -> np.ndarray:
     """An encoded image -> uint8 RGB, with ``read_image``'s one-line errors."""
-    from PIL import Image
+    from .image_io import decode_image
 
     if not data:
         raise SegnetError(f"{name}: the file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return np.asarray(image.convert("RGB"))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise SegnetError(f"{name}: image is larger than {Image.MAX_IMAGE_PIXELS} pixels; refusing a possible "
-                          "decompression bomb") from None
-    except Image.UnidentifiedImageError:
-        raise SegnetError(f"{name}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise SegnetError(f"{name}: truncated or corrupt image ({exc})") from None
+    return decode_image(io.BytesIO(data), name)
 
 
 def _targets(batch, names: list, output_dir) -> list[Path | None | bool]:
