@@ -8,7 +8,7 @@ equals jetson's four-weight blend up to float32 rounding (within one level after
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

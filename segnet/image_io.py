@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SegnetError, UsageError
+from .util import atomic_write
 
 READ_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tga", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
                    ".webp")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | os.PathLike) -> np.ndarray:
     """uint8 ``[H, W, 3]`` RGB. EXIF orientation is not applied (jetson's loader ignores it too)."""
     path = Path(path)
     try:
@@ -64,33 +65,13 @@ def image_format(path: str | Path) -> str:
     return fmt
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_MODE = 0o666 & ~_umask()
-
-
 def write_image(array: np.ndarray, path: str | Path) -> None:
-    """Save uint8 ``[H, W, 3]`` to ``path`` in the format of its extension, atomically: a temporary file
-    beside it, renamed into place only when complete."""
+    """Save uint8 ``[H, W, 3]`` to ``path`` in the format of its extension, atomically (``util.atomic_write``:
+    the whole picture or nothing, even on a full disk)."""
     from PIL import Image
 
     path = Path(path)
     fmt = image_format(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise SegnetError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array).save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-        os.chmod(tmp, _MODE)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise SegnetError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+    encoded = io.BytesIO()  # encoded in memory first: every byte then goes through the checked writer
+    Image.fromarray(array).save(encoded, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    atomic_write(path, encoded.getbuffer())

@@ -63,7 +63,8 @@ def read_class_colors(path: str | Path) -> list[tuple[int, int, int, int | None]
             values = [None]
         if any(v is None or not 0 <= v <= 255 for v in values):
             raise SegnetError(f"{path} line {number}: '{line}' is not 3 or 4 whole numbers from 0 to 255")
-        colors.append((values[0], values[1], values[2], values[3] if len(values) == 4 else None))
+        r, g, b, *a = (int(v) for v in values if v is not None)
+        colors.append((r, g, b, a[0] if a else None))
     return colors
 
 

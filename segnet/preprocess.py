@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from .options import MEAN, STD
 
 _f32 = np.float32
 
@@ -63,13 +62,13 @@ def resize(image: np.ndarray, width: int, height: int, mode: str = "nearest"):
     if mode == "bilinear":
         if (src_w, src_h) == (width, height):
             return image, None
-        return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)), None
+        return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)), None
     scale = min(width / src_w, height / src_h)
     w, h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
     x0, y0 = (width - w) // 2, (height - h) // 2
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = np.round(np.array(MEAN) * 255).astype(np.uint8)
-    canvas[y0:y0 + h, x0:x0 + w] = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    canvas[y0:y0 + h, x0:x0 + w] = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
     return canvas, (x0 / width, y0 / height, (x0 + w) / width, (y0 + h) / height)
 
 

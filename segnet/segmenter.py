@@ -2,48 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import classmap, colorize
+from . import classmap, colorize, model_format
 from . import labels as label_files
 from .backends import open_backend
 from .backends.base import format_shape
-from .errors import SegnetError, UsageError
+from .errors import SegnetError
 from .image_io import read_image
-from .layout import FORMAT_FIELDS, ModelFormat, merge, read_sidecar, spatial, symbolic_size, to_chw, with_background
-from .layout import input_layout as input_layout_of
-from .layout import output_layout as output_layout_of
-from .network import locate
+from .model_format import input_layout as input_layout_of
+from .model_format import output_layout as output_layout_of
+from .model_format import spatial, symbolic_size, to_chw, with_background
+from .options import Options
+from .options import visualize as check_visualize
 from .preprocess import prepare as prepare_input
+from .zoo.resolve import locate
 
-VISUALIZE = ("overlay", "mask")
-
-
-def parse_visualize(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """``"overlay"``, ``"mask"`` or both joined by ``,`` or ``|`` -> the modes, validated."""
-    words = value.replace("|", ",").split(",") if isinstance(value, str) else list(value)
-    modes = tuple(dict.fromkeys(w.strip().lower() for w in words if w.strip()))
-    bad = [w for w in modes if w not in VISUALIZE]
-    if bad or not modes:
-        raise UsageError(f"unknown --visualize mode '{', '.join(bad) or value}': use overlay, mask or "
-                         "overlay,mask")
-    return modes
-
-
-def check_filter_mode(value: str) -> str:
-    mode = value.strip().lower()
-    if mode not in colorize.FILTER_MODES:
-        raise UsageError(f"unknown --filter-mode '{value}': use point or linear")
-    return mode
-
-
-def check_alpha(value: float) -> float:
-    if not 0 <= value <= 255:
-        raise UsageError(f"--alpha {value:g} is out of range: give a value from 0 to 255")
-    return float(value)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,8 +60,8 @@ class Segmentation:
         return colorize.composite(self.image, self.class_map, self.colors, self.filter_mode, self.region)
 
     def render(self, visualize: str | tuple[str, ...] = "overlay") -> np.ndarray:
-        """The picture segnet-console writes for ``--visualize``."""
-        modes = parse_visualize(visualize)
+        """The picture segnet-console writes for ``visualize`` (overlay, mask, or both)."""
+        modes = check_visualize("visualize", visualize)
         if len(modes) == 2:
             return self.composite()
         return self.overlay() if modes[0] == "overlay" else self.mask()
@@ -112,42 +92,31 @@ class Segmenter:
     """A loaded network. ``Segmenter()`` is the default network; ``Segmenter("fcn-resnet18-voc")`` a
     pretrained one; ``Segmenter(model="net.onnx", labels=..., colors=...)`` a custom one.
 
+    Options are those of ``segnet.Options`` (the command line's flags, with ``_`` for ``-``), given as an
+    ``Options`` object, as keyword arguments, or both (the keywords win): ``backend``, ``precision``,
+    ``batch_size``, ``alpha``, ``filter_mode``, ``ignore_class``, ``input_size``, ``mean``, ``scores``...
+    A ``segnet.json`` beside the model can hold the model-format settings, and ``labels``/``colors`` lists.
+
     Call it on an image (path, PIL image or uint8 RGB array ``[H, W, 3]``) to get a ``Segmentation``.
     Use it as a context manager (or call ``close()``) to free the backend.
-
-    Models other than jetson's FCN layout: ``input_layout``/``output_layout`` (NCHW or NHWC, detected by
-    default), ``mean``/``std``/``bgr``, ``resize`` (nearest, bilinear, letterbox), ``input_size`` for symbolic
-    sizes, ``output="sigmoid"`` with ``threshold`` for per-class probabilities without a background channel.
-    A ``segnet.json`` beside the model can hold all of these, and ``labels``/``colors`` lists.
     """
 
-    def __init__(self, network: str | None = None, *, model: str | Path | None = None,
-                 labels: str | Path | None = None, colors: str | Path | None = None,
-                 input_blob: str | None = None, output_blob: str | None = None, backend: str = "auto",
-                 alpha: float = 120, filter_mode: str = "linear", ignore_class: str | None = "void",
-                 models_dir: str | Path | None = None, download: bool = True, batch_size: int = 1,
-                 input_layout: str | None = None, output_layout: str | None = None, mean=None, std=None,
-                 bgr: bool | None = None, resize: str | None = None, input_size=None, output: str | None = None,
-                 threshold: float | None = None, **backend_options):
-        if batch_size < 1:
-            raise UsageError(f"--batch-size {batch_size}: give 1 or more")
-        self.batch_size = batch_size
-        self.alpha = check_alpha(alpha)
-        self.filter_mode = check_filter_mode(filter_mode)
-        self.files = locate(network, model, labels, colors, models_dir, download)
-        sidecar = read_sidecar(Path(model) if model is not None else self.files.model)
-        self.format = merge(ModelFormat(), **{k: v for k, v in sidecar.items() if k in FORMAT_FIELDS})
-        self.format = merge(self.format, input_layout=input_layout, output_layout=output_layout, mean=mean,
-                            std=std, bgr=bgr, resize=resize, input_size=input_size, output=output,
-                            threshold=threshold)
+    def __init__(self, network: str | None = None, options: Options | None = None, **given: Any):
+        if network is not None:
+            given["network"] = network
+        self.options = options = Options.create(options, **given)
+        self.batch_size = options.batch_size
+        self.alpha = options.alpha
+        self.filter_mode = options.filter_mode
+        self.backend: Any = None
+        self.files = locate(options)
+        sidecar = model_format.read_sidecar(options.model if options.model is not None else self.files.model)
+        self.format = model_format.resolve(options, sidecar)
         raw_names = label_files.read_class_names(self.files.labels) if self.files.labels else sidecar.get("labels")
-        raw_colors = (label_files.read_class_colors(self.files.colors) if self.files.colors
-                      else _sidecar_colors(sidecar.get("colors")))
-        input_blob = input_blob or sidecar.get("input_blob") or "input_0"
-        output_blob = output_blob or sidecar.get("output_blob") or "output_0"
-        if batch_size > 1:
-            backend_options["batch_size"] = batch_size
-        self.backend = open_backend(backend, self.files.model, input_blob, output_blob, **backend_options)
+        raw_colors = label_files.read_class_colors(self.files.colors) if self.files.colors else sidecar.get("colors")
+        input_blob = options.input_blob or sidecar.get("input_blob")
+        output_blob = options.output_blob or sidecar.get("output_blob")
+        self.backend = open_backend(self.files.model, options, input_blob, output_blob)
         self.backend.__enter__()
         try:
             shape = self.backend.input.shape
@@ -160,12 +129,12 @@ class Segmenter:
         except BaseException:
             self.close()
             raise
-        if self.format.output == "sigmoid":
+        if self.format.scores == "sigmoid":
             raw_names = ["background", *(raw_names or [])]
             raw_colors = [(0, 0, 0, 0), *raw_colors] if raw_colors else None
         self.class_names = label_files.class_names(self.num_classes, raw_names)
         self.colors = label_files.class_colors(self.num_classes, raw_colors, self.alpha)
-        self.ignore_index = _find_class(self.class_names, ignore_class)
+        self.ignore_index = _find_class(self.class_names, options.ignore_class)
 
     def _describe(self) -> str:
         ins = ", ".join(f"{t.name} {format_shape(t.shape)}" for t in [self.backend.input])
@@ -189,7 +158,7 @@ class Segmenter:
             blank = self.prepare(np.zeros((h, w, 3), np.uint8))
             known = self.infer_batch([blank.tensor])[0].shape[0]
         else:
-            known += self.format.output == "sigmoid"
+            known += self.format.scores == "sigmoid"
         if not 1 <= known <= 256:
             raise SegnetError(f"{self._describe()}: {known} classes; between 1 and 256 are supported "
                               "(the class map is uint8)")
@@ -206,7 +175,7 @@ class Segmenter:
     def infer_batch(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
         """Network inputs -> their scores ``[C, h, w]``, ``batch_size`` per backend call (inputs of
         different sizes, from symbolic-size models, run one by one)."""
-        out = []
+        out: list[np.ndarray] = []
         step = self.batch_size if len({t.shape for t in tensors}) == 1 else 1
         for start in range(0, len(tensors), step):
             chunk = tensors[start:start + step]
@@ -222,7 +191,7 @@ class Segmenter:
             h, w = tensor.shape[1:3] if self.input_layout == "NCHW" else tensor.shape[0:2]
             self._output_layout = output_layout_of((1, *raw.shape), (h, w), self.input_layout, None)
         scores = to_chw(np.asarray(raw, np.float32), self._output_layout)
-        if self.format.output == "sigmoid":
+        if self.format.scores == "sigmoid":
             scores = with_background(scores, self.format.threshold)
         return scores
 
@@ -258,26 +227,15 @@ class Segmenter:
         return [self.finish(p, s) for p, s in zip(prepared, scores)]
 
     def close(self) -> None:
-        if self.backend is not None:
+        if getattr(self, "backend", None) is not None:
             self.backend.__exit__(None, None, None)
             self.backend = None
 
-    def __enter__(self) -> "Segmenter":
+    def __enter__(self) -> Segmenter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _sidecar_colors(colors) -> list | None:
-    if colors is None:
-        return None
-    out = []
-    for c in colors:
-        if not isinstance(c, (list, tuple)) or len(c) not in (3, 4):
-            raise SegnetError(f"segnet.json: colour {c!r} is not [r, g, b] or [r, g, b, a]")
-        out.append((*c, None) if len(c) == 3 else tuple(c))
-    return out
 
 
 def as_rgb(image) -> np.ndarray:

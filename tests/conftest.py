@@ -7,6 +7,23 @@ from tests.support import models
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "data" / "images"
+GRID = np.array([[0, 1, 2, 3], [3, 2, 1, 0]], np.uint8)  # a 4x2 grid of 4 classes
+
+
+@pytest.fixture(autouse=True)
+def library_defaults():
+    """Each test starts as a fresh process would: in-process CLI runs leave no log handler or progress bars
+    behind for the next (library) test."""
+    import logging
+
+    from segnet.progress import set_progress_factory
+
+    yield
+    logger = logging.getLogger("segnet")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    set_progress_factory(None)
 
 
 @pytest.fixture

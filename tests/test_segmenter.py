@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from segnet import Segmenter, preprocess
-from segnet.errors import SegnetError, UsageError
+from segnet.errors import OptionError, SegnetError, UsageError
 from tests.conftest import IMAGES
 from tests.support import models
 
@@ -61,11 +61,14 @@ def test_mask_at_any_size(pooling_net):
     assert result.render("mask").shape == (300, 413, 3)
 
 
-def test_bad_arguments_raise_library_errors(pooling_net):
-    with pytest.raises(UsageError, match="alpha"):
+def test_bad_arguments_raise_library_errors_in_the_library_s_words(pooling_net):
+    with pytest.raises(OptionError, match=r"^alpha=256: give a number from 0 to 255$"):
         Segmenter(model=pooling_net, alpha=256)
-    with pytest.raises(UsageError, match="filter-mode"):
+    with pytest.raises(OptionError, match=r"^filter_mode='bicubic': choose point or linear$"):
         Segmenter(model=pooling_net, filter_mode="bicubic")
-    with Segmenter(model=pooling_net) as net:
-        with pytest.raises(SegnetError, match="uint8 RGB"):
-            net(np.zeros((4, 4), np.float32))
+    with pytest.raises(OptionError, match=r"^precision='int8': choose fp16 or fp32$"):
+        Segmenter(model=pooling_net, backend="onnxruntime", precision="int8")
+    with pytest.raises(UsageError, match=r"^unknown option 'precison': did you mean precision\? the options are "):
+        Segmenter(model=pooling_net, precison="fp32")
+    with Segmenter(model=pooling_net) as net, pytest.raises(SegnetError, match="uint8 RGB"):
+        net(np.zeros((4, 4), np.float32))

@@ -1,48 +1,48 @@
-"""Backend selection. Every backend implements ``base.Backend``; only ``tensorrt.py`` imports TensorRT."""
+"""Choosing and opening a backend. Every backend implements ``base.Backend``; only the ``tensorrt``
+sub-package imports TensorRT or CUDA."""
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
-from ..errors import SegnetError, UsageError
+from ..errors import SegnetError, UsageError, option
+from ..options import Options
 from .base import Backend, TensorInfo
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
-TENSORRT_OPTIONS = ("precision", "engine_cache")  # what only the TensorRT backend takes
-SHARED_OPTIONS = ("batch_size",)  # what both backends take (``auto`` may open either)
+log = logging.getLogger(__name__)
 
 #: Why ``auto`` is not using TensorRT in this process, once it knows (said once, then remembered).
 _auto_fallback: str | None = None
 
 
-def open_backend(kind: str, model_path: str | Path, input_blob: str = "input_0",
-                 output_blob: str = "output_0", **options) -> Backend:
-    """An unopened backend of ``kind`` for the model (use it as a context manager).
+def open_backend(model_path: str | Path, options: Options | None = None, input_blob: str | None = None,
+                 output_blob: str | None = None) -> Backend:
+    """An unopened backend for the model, as ``options.backend`` says (use it as a context manager).
 
     ``tensorrt`` never falls back: it fails with a one-line error saying what to install. ``auto`` uses
     TensorRT when it imports and a CUDA GPU is visible, and otherwise onnxruntime; when TensorRT is missing
-    or fails to build or load the engine, one stderr line says why, once per process.
+    or fails to build or load the engine, one status line says why, once per process.
     """
-    if kind not in BACKENDS:
-        raise UsageError(f"unknown backend '{kind}': choose one of {', '.join(BACKENDS)}")
-    trt_options = {k: options.pop(k) for k in TENSORRT_OPTIONS if k in options}
-    trt_options.update((k, options[k]) for k in SHARED_OPTIONS if k in options)
+    options = options or Options()
+    if options.backend == "onnxruntime" and options.precision == "fp16":
+        raise UsageError(f"{option('precision', 'fp16')} is for TensorRT engines: onnxruntime runs the model "
+                         f"as it is ({option('backend', 'tensorrt')} or {option('backend', 'auto')})")
     onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options)
-    if kind == "onnxruntime":
+    if options.backend == "onnxruntime":
         return onnxruntime
     from .tensorrt import TensorRTBackend, unusable_reason
 
-    reason = _auto_fallback if kind == "auto" else None
+    reason = _auto_fallback if options.backend == "auto" else None
     reason = reason or unusable_reason()
-    if kind == "tensorrt":
+    if options.backend == "tensorrt":
         if reason:
-            raise SegnetError(f"--backend tensorrt cannot run: {reason}")
-        return TensorRTBackend(model_path, input_blob, output_blob, **trt_options)
+            raise SegnetError(f"{option('backend', 'tensorrt')} cannot run: {reason}")
+        return _tensorrt(TensorRTBackend, model_path, input_blob, output_blob, options)
     if reason:
         _fall_back(reason)
         return onnxruntime
-    return _FirstThatOpens(TensorRTBackend(model_path, input_blob, output_blob, **trt_options), onnxruntime)
+    return _FirstThatOpens(_tensorrt(TensorRTBackend, model_path, input_blob, output_blob, options), onnxruntime)
 
 
 class _FirstThatOpens:
@@ -52,7 +52,7 @@ class _FirstThatOpens:
         self.candidates = (first, fallback)
         self.opened: Backend | None = None
 
-    def __enter__(self) -> "_FirstThatOpens":
+    def __enter__(self) -> _FirstThatOpens:
         first, fallback = self.candidates
         try:
             self.opened = first.__enter__()
@@ -75,14 +75,20 @@ class _FirstThatOpens:
 def _fall_back(reason: str) -> None:
     global _auto_fallback
     if _auto_fallback is None:
-        print(f"segnet: TensorRT not used, running on onnxruntime: {reason}", file=sys.stderr, flush=True)
+        log.info("TensorRT not used, running on onnxruntime: %s", reason)
         _auto_fallback = reason
 
 
-def _onnxruntime(model_path, input_blob, output_blob, options) -> Backend:
+def _onnxruntime(model_path, input_blob, output_blob, options: Options) -> Backend:
     from .onnxruntime import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(model_path, input_blob, output_blob, **options)
+    return OnnxRuntimeBackend(model_path, input_blob, output_blob, batch_size=options.batch_size,
+                              threads=options.threads)
 
 
-__all__ = ["BACKENDS", "Backend", "TensorInfo", "open_backend"]
+def _tensorrt(backend, model_path, input_blob, output_blob, options: Options) -> Backend:
+    return backend(model_path, input_blob, output_blob, precision=options.precision or "fp16",
+                   engine_cache=options.engine_cache, batch_size=options.batch_size)
+
+
+__all__ = ["Backend", "TensorInfo", "open_backend"]

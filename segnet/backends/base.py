@@ -7,9 +7,12 @@ A backend is a context manager: it allocates in ``__enter__`` (session, engine, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from ..errors import SegnetError, option
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Backend(Protocol):
     input: TensorInfo
     output: TensorInfo
 
-    def __enter__(self) -> "Backend": ...
+    def __enter__(self) -> Backend: ...
 
     def __exit__(self, *exc) -> None: ...
 
@@ -38,25 +41,38 @@ class Backend(Protocol):
         ...
 
 
+#: jetson's tensor names: used when the model has them, whatever else it has
+DEFAULT_INPUT, DEFAULT_OUTPUT = "input_0", "output_0"
+
+
 def check_contract(model: object, inputs: list[TensorInfo], outputs: list[TensorInfo],
-                   input_blob: str, output_blob: str) -> tuple[TensorInfo, TensorInfo]:
-    """Pick the named input and output and check what every backend needs of them (SPEC section 2): a
-    4-d image input with an RGB axis (``[N, 3, H, W]``, or ``[N, H, W, 3]`` channels last) and a 4-d score
-    output. Layouts, sizes and class counts are the segmenter's business (``segnet.layout``)."""
-    from ..errors import SegnetError
+                   input_blob: str | None = None, output_blob: str | None = None) -> tuple[TensorInfo, TensorInfo]:
+    """Pick the input and output and check what every backend needs of them (SPEC section 2): a 4-d image
+    input with an RGB axis (``[N, 3, H, W]``, or ``[N, H, W, 3]`` channels last) and a 4-d score output.
+
+    A tensor named in ``input_blob``/``output_blob`` must exist. Without a name, jetson's ``input_0`` and
+    ``output_0`` are used where the model has them, else the model's only input or output; only a model
+    with several and none of jetson's names needs to be told. Layouts, sizes and class counts are the
+    segmenter's business (``segnet.model_format``)."""
 
     def listing():
         return (f"its inputs are: {', '.join(f'{t.name} {format_shape(t.shape)}' for t in inputs) or 'none'}; "
                 f"its outputs are: {', '.join(f'{t.name} {format_shape(t.shape)}' for t in outputs) or 'none'}")
 
-    def pick(tensors, name, kind, flag):
+    def pick(tensors, name, default, kind, flag):
+        if name is None:
+            found = [t for t in tensors if t.name == default] or (tensors if len(tensors) == 1 else [])
+            if found:
+                return found[0]
+            raise SegnetError(f"model {model} has {len(tensors)} {kind}s and none named '{default}'; "
+                              f"{listing()} (choose one with {option(flag)})")
         for t in tensors:
             if t.name == name:
                 return t
-        raise SegnetError(f"model {model} has no {kind} named '{name}'; {listing()} (choose with {flag})")
+        raise SegnetError(f"model {model} has no {kind} named '{name}'; {listing()} (choose with {option(flag)})")
 
-    inp = pick(inputs, input_blob, "input", "--input-blob")
-    out = pick(outputs, output_blob, "output", "--output-blob")
+    inp = pick(inputs, input_blob, DEFAULT_INPUT, "input", "input_blob")
+    out = pick(outputs, output_blob, DEFAULT_OUTPUT, "output", "output_blob")
     if len(inp.shape) != 4 or 3 not in (inp.shape[1], inp.shape[3]) and None not in (inp.shape[1], inp.shape[3]):
         raise SegnetError(f"model {model}: input '{inp.name}' has shape {format_shape(inp.shape)}, expected "
                           f"[1, 3, H, W] (planar RGB) or [1, H, W, 3]; {listing()}")
@@ -70,4 +86,21 @@ def format_shape(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-_shape = format_shape  # the name the first backends used
+def onnx_io(model_path: str | Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """The model's inputs and outputs read with onnx (no session, no build), weights left out."""
+    try:
+        import onnx
+    except ImportError:
+        raise SegnetError("reading the model needs the onnx package: pip install onnx") from None
+    try:
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises protobuf's and its own exception types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SegnetError(f"cannot load model {model_path}: {reason}") from None
+    weights = {t.name for t in graph.initializer}
+
+    def info(value) -> TensorInfo:
+        dims = value.type.tensor_type.shape.dim
+        return TensorInfo(value.name, tuple(d.dim_value if d.dim_value > 0 else None for d in dims))
+
+    return [info(v) for v in graph.input if v.name not in weights], [info(v) for v in graph.output]

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import SegnetError
-from .base import TensorInfo, check_contract
+from .base import TensorInfo, check_contract, onnx_io
 
 
 class OnnxRuntimeBackend:
     """Runs an ONNX model with onnxruntime; ``infer`` maps ``[N,3,H,W]`` to ``[N,C,gh,gw]`` scores."""
 
-    def __init__(self, model_path: str | Path, input_blob: str = "input_0", output_blob: str = "output_0",
+    def __init__(self, model_path: str | Path, input_blob: str | None = None, output_blob: str | None = None,
                  providers: list[str] | None = None, batch_size: int = 1, threads: int = 0):
         self.model_path = Path(model_path)
         self.input_blob = input_blob
@@ -21,9 +22,9 @@ class OnnxRuntimeBackend:
         self.providers = providers
         self.batch_size = batch_size
         self.threads = threads  # onnxruntime's intra-op threads; 0: one per core
-        self.session = None
+        self.session: Any = None
 
-    def __enter__(self) -> "OnnxRuntimeBackend":
+    def __enter__(self) -> OnnxRuntimeBackend:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -34,19 +35,26 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3  # onnxruntime's own warnings would break our one-line output
         options.intra_op_num_threads = self.threads
         try:
-            model = str(self.model_path)
-            if self.batch_size > 1:
-                model = dynamic_batch(self.model_path, self.input_blob, self.output_blob)
+            model: str | bytes = str(self.model_path)
+            if self.batch_size > 1:  # the named (or only) input and output get a symbolic batch axis
+                inp, out = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob,
+                                          self.output_blob)
+                model = dynamic_batch(self.model_path, inp.name, out.name)
             self.session = ort.InferenceSession(model, options, providers=providers)
+            self._check()
+        except SegnetError:
+            raise
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SegnetError(f"cannot load model {self.model_path}: {reason}") from None
+        self.description = f"onnxruntime ({self.session.get_providers()[0]})"
+        return self
+
+    def _check(self) -> None:
         inputs = [TensorInfo(t.name, _dims(t.shape)) for t in self.session.get_inputs()]
         outputs = [TensorInfo(t.name, _dims(t.shape)) for t in self.session.get_outputs()]
         self.input, self.output = check_contract(self.model_path, inputs, outputs,
                                                  self.input_blob, self.output_blob)
-        self.description = f"onnxruntime ({self.session.get_providers()[0]})"
-        return self
 
     def __exit__(self, *exc) -> None:
         self.session = None

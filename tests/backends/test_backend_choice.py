@@ -4,6 +4,7 @@ onnxruntime and says once why; a TensorRT that fails to build or load also falls
 from __future__ import annotations
 
 import importlib.util
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import segnet.backends
+from segnet import Options
 from segnet.backends import open_backend
 from segnet.backends import tensorrt as trt_backend
 from segnet.errors import SegnetError, UsageError
@@ -46,27 +48,36 @@ def run(backend) -> np.ndarray:
     return scores
 
 
+def backend(model, kind: str, **options):
+    return open_backend(model, Options(backend=kind, **options))
+
+
+def said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("segnet")]
+
+
 @no_tensorrt
 def test_backend_tensorrt_is_a_one_line_error_naming_the_install(model):
     with pytest.raises(SegnetError) as info:
-        open_backend("tensorrt", model)
+        backend(model, "tensorrt")
     message = str(info.value)
     assert "\n" not in message and type(info.value) is SegnetError
-    assert message == "--backend tensorrt cannot run: TensorRT is not installed: pip install 'segnet[tensorrt]'"
+    assert message == "backend='tensorrt' cannot run: TensorRT is not installed: pip install 'segnet[tensorrt]'"
 
 
 @no_tensorrt
-def test_auto_runs_on_onnxruntime_and_says_why_once(model, capsys):
-    for _ in range(3):
-        backend = open_backend("auto", model, precision="fp16", engine_cache=None)
-        assert run(backend).shape == (1, 5, 1, 2)
-        assert backend.description.startswith("onnxruntime")
-    err = capsys.readouterr().err
-    assert err == "segnet: TensorRT not used, running on onnxruntime: TensorRT is not installed: " \
-                  "pip install 'segnet[tensorrt]'\n"
+def test_auto_runs_on_onnxruntime_and_says_why_once(model, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="segnet"):
+        for _ in range(3):
+            opened = backend(model, "auto", precision="fp16")
+            assert run(opened).shape == (1, 5, 1, 2)
+            assert opened.description.startswith("onnxruntime")
+    assert capsys.readouterr() == ("", "")  # the library prints nothing: the CLI shows what it logs
+    assert said(caplog) == ["TensorRT not used, running on onnxruntime: TensorRT is not installed: "
+                            "pip install 'segnet[tensorrt]'"]
 
 
-def test_auto_falls_back_once_when_tensorrt_cannot_build(model, capsys, monkeypatch):
+def test_auto_falls_back_once_when_tensorrt_cannot_build(model, caplog, monkeypatch):
     tries = []
 
     def failing_enter(self):
@@ -75,13 +86,14 @@ def test_auto_falls_back_once_when_tensorrt_cannot_build(model, capsys, monkeypa
 
     monkeypatch.setattr(trt_backend, "unusable_reason", lambda: None)
     monkeypatch.setattr(trt_backend.TensorRTBackend, "__enter__", failing_enter)
-    for _ in range(2):
-        backend = open_backend("auto", model)
-        assert run(backend).shape == (1, 5, 1, 2)
-        assert backend.description.startswith("onnxruntime")
+    with caplog.at_level(logging.INFO, logger="segnet"):
+        for _ in range(2):
+            opened = backend(model, "auto")
+            assert run(opened).shape == (1, 5, 1, 2)
+            assert opened.description.startswith("onnxruntime")
     assert len(tries) == 1  # the process remembers: no second attempt
-    assert capsys.readouterr().err == ("segnet: TensorRT not used, running on onnxruntime: "
-                                       "TensorRT could not build an engine for fcn.onnx: out of workspace\n")
+    assert said(caplog) == ["TensorRT not used, running on onnxruntime: "
+                            "TensorRT could not build an engine for fcn.onnx: out of workspace"]
 
 
 def test_backend_tensorrt_does_not_fall_back_on_build_failure(model, monkeypatch):
@@ -89,21 +101,21 @@ def test_backend_tensorrt_does_not_fall_back_on_build_failure(model, monkeypatch
     monkeypatch.setattr(trt_backend.TensorRTBackend, "__enter__",
                         lambda self: (_ for _ in ()).throw(SegnetError("TensorRT could not build")))
     with pytest.raises(SegnetError, match="could not build"):
-        run(open_backend("tensorrt", model))
+        run(backend(model, "tensorrt"))
 
 
 def test_tensorrt_options_are_ignored_by_onnxruntime(model):
-    assert run(open_backend("onnxruntime", model, precision="fp32", engine_cache="/nonexistent")).shape == \
-        (1, 5, 1, 2)
+    assert run(backend(model, "onnxruntime", precision="fp32", engine_cache="/nonexistent")).shape == (1, 5, 1, 2)
 
 
-def test_unknown_precision_is_a_usage_error(model):
-    with pytest.raises(UsageError, match="fp16, fp32"):
-        trt_backend.TensorRTBackend(model, precision="int8")
+def test_fp16_on_onnxruntime_is_a_usage_error(model):
+    with pytest.raises(UsageError, match="precision='fp16' is for TensorRT engines"):
+        backend(model, "onnxruntime", precision="fp16")
 
 
 def test_tensorrt_backend_module_imports_no_tensorrt_or_cuda():
-    code = ("import sys, segnet.backends.tensorrt, segnet.cuda, segnet.engine_cache, segnet.fp16; "
+    code = ("import sys, segnet.backends.tensorrt, segnet.backends.tensorrt.cuda, "
+            "segnet.backends.tensorrt.engine_cache, segnet.backends.tensorrt.fp16; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorrt', 'tensorrt_bindings', 'cuda', 'pycuda', 'onnxruntime', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)

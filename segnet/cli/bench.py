@@ -1,0 +1,95 @@
+"""``segnet-bench``: per-stage times, the sequential loop against the pipelined runner in the same run, and
+the network alone (``segnet.benchmark``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from ..run.sources import expand_inputs
+from .common import Parser, add_options, add_verbosity, configure_output, guarded, options_from
+
+PROG = "segnet-bench"
+DESCRIPTION = """\
+Where the time goes, and what the pipeline buys. In one run, on the same images and network: a plain
+sequential loop (decode, pre-process, inference, class map, colorize, encode, one image after another) and
+the pipelined runner of segnet-console (worker threads, batches). Prints per-stage milliseconds per image,
+images/s for both and the network alone, and can write everything as JSON.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+               epilog="example:\n  segnet-bench --images 'data/images/city_*.jpg' --repeat 4 --json bench.json\n"
+               "\nnetworks: segnet-download-models --list")
+    p.add_argument("--images", default=None, help="a directory or quoted glob of images (default: the bundled "
+                   "street images, data/images/city_*.jpg, in a source checkout)")
+    p.add_argument("--image-size", metavar="WxH", help="resize the images to this size first (re-encoded as "
+                   "JPEG quality 95, so decoding costs what it would)")
+    p.add_argument("--repeat", type=int, default=3, help="pass over the images this many times (default 3)")
+    p.add_argument("--format", default="jpg", help="output format of the encode stage (default jpg)")
+    p.add_argument("--network-runs", type=int, default=20, help="timed inference calls for the network-only "
+                   "figure (default 20)")
+    p.add_argument("--json", metavar="PATH", help="also write the results here")
+    add_options(p, "network", "backend", "format", "draw", "run")
+    add_verbosity(p)
+    return p
+
+
+def _images(spec: str | None, size: str | None, scratch: Path) -> list[Path]:
+    from ..errors import UsageError
+    from ..options import size as check_size
+
+    if spec is None:
+        bundled = Path(__file__).resolve().parents[2] / "data" / "images"
+        if not bundled.is_dir():
+            raise UsageError("no bundled images here (an installed segnet has none): give --images")
+        spec = str(bundled / "city_*.jpg")
+    paths, _ = expand_inputs(spec)  # the inputs segnet-console would take
+    if not size:
+        return paths
+    from PIL import Image
+
+    w, h = check_size("image_size", size)
+    resized = []
+    for p in paths:
+        out = scratch / f"{p.stem}-{w}x{h}.jpg"
+        Image.open(p).convert("RGB").resize((w, h), Image.Resampling.BILINEAR).save(out, quality=95)
+        resized.append(out)
+    return resized
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..benchmark import benchmark, format_report
+    from ..errors import OptionError
+
+    configure_output(args.quiet, args.verbose)
+    options = options_from(args)
+    for name in ("repeat", "network_runs"):
+        if getattr(args, name) < 1:
+            raise OptionError(name, getattr(args, name), "give a whole number of 1 or more")
+    with tempfile.TemporaryDirectory(prefix="segnet-bench-") as scratch:
+        paths = _images(args.images, args.image_size, Path(scratch)) * args.repeat
+        report = benchmark(paths, options, Path(scratch), fmt=args.format, network_runs=args.network_runs,
+                           image_size=args.image_size)
+    print(format_report(report))
+    if args.json:
+        from ..util import atomic_write
+
+        atomic_write(args.json, (json.dumps(report, indent=1) + "\n").encode())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

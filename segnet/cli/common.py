@@ -1,0 +1,170 @@
+"""What every command shares: option flags generated from ``segnet.Options``, logging and progress bars
+set up from ``-q``/``-v``, and the guard that turns errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .. import __version__
+from ..errors import OptionError, SegnetError, UsageError, name_options_as_flags
+from ..options import Options, option_fields
+
+GROUP_TITLES = {
+    "network": "network",
+    "backend": "backend",
+    "format": "other model formats (also read from segnet.json beside the model; the defaults are jetson's "
+              "FCN-ResNet18 layout)",
+    "draw": "output",
+    "run": "runtime",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a one-line UsageError (exit 2), not a usage block."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
+def add_options(parser: argparse.ArgumentParser, *groups: str) -> None:
+    """Flags for the ``Options`` fields of ``groups``, generated from the fields themselves. Every flag
+    defaults to "not given", so ``options_from`` passes on only what the user typed."""
+    for group in groups:
+        section = parser.add_argument_group(GROUP_TITLES[group])
+        for f in option_fields(group):
+            meta = f.metadata
+            if not meta["cli"]:
+                continue
+            flags = ["--" + f.name.replace("_", "-"), *meta["aliases"]]
+            if meta["flag"]:
+                section.add_argument(*flags, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                                     help=meta["help"])
+            else:
+                section.add_argument(*flags, dest=f.name, metavar=meta["metavar"], default=argparse.SUPPRESS,
+                                     help=meta["help"])
+
+
+def options_from(args: argparse.Namespace, **extra: Any) -> Options:
+    """The ``Options`` a parsed command line gives (validated: a bad value is an OptionError)."""
+    names = {f.name for f in option_fields()}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    return Options.create(**{**given, **extra})
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no status lines or progress on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also debug detail on stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+class _StatusHandler(logging.Handler):
+    """``segnet: message`` lines on stderr, written around any progress bar on screen."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = f"segnet: {record.getMessage()}"
+            if record.exc_info and record.levelno >= logging.ERROR:
+                line += "\n" + self.formatter.formatException(record.exc_info) if self.formatter else ""
+            _write_line(line)
+        except Exception:
+            self.handleError(record)
+
+
+_bars: list = []
+
+
+def _write_line(line: str) -> None:
+    if _bars:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def configure_output(quiet: bool = False, verbose: bool = False) -> None:
+    """Status lines of every part of segnet through one handler: ``-q`` silences them all (errors still
+    show), ``-v`` adds debug detail. Progress bars only on a terminal, and not with ``-q``."""
+    from ..progress import set_progress_factory
+
+    logger = logging.getLogger("segnet")
+    for handler in [h for h in logger.handlers if isinstance(h, _StatusHandler)]:
+        logger.removeHandler(handler)
+    handler = _StatusHandler()
+    handler.setFormatter(logging.Formatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO)
+    set_progress_factory(None if quiet or not sys.stderr.isatty() else tqdm_bar)
+
+
+def tqdm_bar(total: int | None, desc: str, unit: str = "it", bytes: bool = False):
+    """A progress bar on stderr that status lines are written around."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc or None, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
+               **({"unit_scale": True, "unit_divisor": 1024} if bytes else {}))
+    _bars.append(bar)
+    close = bar.close
+
+    def closing():
+        if bar in _bars:
+            _bars.remove(bar)
+        close()
+
+    bar.close = closing
+    return bar
+
+
+def error_line(prog: str, message: str) -> None:
+    _write_line(f"{prog}: error: {message}")
+
+
+def guarded(prog: str, body: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """Run ``body(argv)``: user errors become one stderr line and an exit code (2 usage, 1 others), Ctrl-C
+    and SIGTERM stop cleanly (temporary files removed) with 130 and 143, a closed stdout ends quietly."""
+    name_options_as_flags(True)
+    previous = _stop_on_sigterm()
+    try:
+        return body(argv)
+    except OptionError as exc:
+        error_line(prog, str(exc))
+        return exc.exit_code
+    except SegnetError as exc:
+        error_line(prog, str(exc))
+        return exc.exit_code
+    except _Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. --stats piped into head: stop quietly, and keep Python from complaining
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    finally:
+        name_options_as_flags(False)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, systemd), handled like Ctrl-C."""
+
+
+def _stop_on_sigterm():
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, stop)

@@ -1,0 +1,143 @@
+"""``segnet-console`` (also ``segnet`` and ``python -m segnet``): parses the flags, calls ``segnet.run``, and
+turns its events into status lines, a progress bar and ``--stats`` tables.
+
+Exit status: 2 for usage errors, 1 when some inputs failed (after processing the rest), 0 on success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+from pathlib import Path
+
+from .. import zoo
+from ..run import Finished, ImageDone, ImageFailed, Started
+from .common import Parser, add_options, add_verbosity, configure_output, error_line, guarded, options_from
+
+PROG = "segnet-console"
+
+EPILOG = f"""\
+networks (--network, case-insensitive; the default is {zoo.DEFAULT_NETWORK}):
+{chr(10).join(f"  {n.name:<34} {', '.join(n.aliases)}" for n in zoo.NETWORKS)}
+
+examples:
+  {PROG} city.jpg out.jpg                          overlay with the default network
+  {PROG} --network=fcn-resnet18-cityscapes city.jpg out.jpg
+  {PROG} --alpha=200 --filter-mode=point in.jpg out.png
+  {PROG} --visualize=mask in.jpg mask.png
+  {PROG} --visualize=overlay,mask "images/*.jpg" outdir/
+  {PROG} drive.mp4 drive_overlay.mp4                every frame of a video (pip install 'segnet[video]')
+  {PROG} --model=net.onnx --labels=classes.txt --colors=colors.txt in.jpg out.jpg
+  {PROG} --stats in.jpg                            class histogram only, nothing written
+
+exit status: 0 success, 1 some inputs failed (the rest were processed), 2 usage error.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog=PROG, description="Semantic segmentation of images and videos with FCN-ResNet18 networks, "
+               "as jetson-inference's segnet-console does it, on onnxruntime or TensorRT.",
+               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="an image file, a directory of images, a quoted glob ('imgs/*.jpg') or a video")
+    p.add_argument("output", nargs="?", help="output image (format from its extension: jpg, png, tga, bmp, ...), "
+                   "a directory for several inputs or a video's frames, or a video file; omit to write nothing")
+    add_options(p, "network", "backend", "format", "draw", "run")
+    p.add_argument("--ray", nargs="?", const="", default=argparse.SUPPRESS, metavar="ADDRESS",
+                   help="run a folder job on a Ray cluster (ADDRESS as ray.init takes it; without one, $RAY_ADDRESS "
+                   "or a local instance); needs segnet[ray]. Write --ray=ADDRESS, or put --ray after the paths")
+    add_verbosity(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import run as runner
+
+    configure_output(args.quiet, args.verbose)
+    _fix_ray_address(args)
+    options = options_from(args)
+    report = Report(args.quiet)
+    try:
+        summary = runner.run(args.input, args.output, options, on_event=report)
+    finally:
+        report.close()
+    return 1 if summary.failed else 0
+
+
+def _fix_ray_address(args: argparse.Namespace) -> None:
+    """``--ray images/ out/`` makes argparse read ``images/`` as the address: an address that names an
+    existing path and leaves the output empty was meant as the input."""
+    address = getattr(args, "ray", None)
+    if address and args.output is None and (Path(address).exists() or glob.has_magic(address)):
+        args.ray, args.input, args.output = "", args.ray, args.input
+
+
+class Report:
+    """``segnet.run``'s events as the console shows them: status lines and errors on stderr, a progress
+    bar on a terminal, ``--stats`` tables on stdout."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.several = False
+        self.start = time.perf_counter()
+
+    def __call__(self, event) -> None:
+        import logging
+
+        log = logging.getLogger("segnet")
+        if isinstance(event, Started):
+            self.several = event.several
+            size = f"{event.input_size[0]}x{event.input_size[1]}, " if event.input_size else ""
+            log.info(f"{event.network} ({size}{event.num_classes} classes) on {event.backend}")
+            if event.several and not self.quiet and sys.stderr.isatty():
+                from .common import tqdm_bar
+
+                self.bar = tqdm_bar(event.total, "", unit="img")
+        elif isinstance(event, ImageFailed):
+            error_line(PROG, str(event.error))
+            self._step()
+        elif isinstance(event, ImageDone):
+            if event.stats is not None:
+                self._print(f"{event.name}:\n{event.stats}" if self.several else event.stats)
+            if not self.several and event.target is not None:
+                log.info(f"{event.name} -> {event.target} ({sum(event.seconds.values()) * 1000:.0f} ms)")
+            self._step()
+        elif isinstance(event, Finished):
+            self.close()
+            s = event.summary
+            if s.several:
+                where = " on Ray" if s.ray else ""
+                skipped = f", {s.skipped} skipped (output exists)" if s.skipped else ""
+                failed = f", {s.failed} failed" if s.failed else ""
+                log.info(f"{s.done} of {s.done + s.failed} images done{where} in {s.seconds:.1f} s "
+                         f"({s.images_per_second:.1f} images/s){failed}{skipped}")
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        print(text, flush=self.bar is not None)
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def _step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,295 @@
+"""Every option of segnet in one frozen, typed object, validated once, here.
+
+``Options`` is what the library, the CLI, Ray, the benchmark and evaluation pass around; its field names
+are the CLI's flags (``batch_size`` is ``--batch-size``). Each field carries its own validator, help text
+and flag spelling, so the command-line parsers are generated from it and nothing keeps a second list of
+option names. Values may be given typed (``mean=(0.5, 0.5, 0.5)``) or as the CLI's text (``mean="0.5,0.5,0.5"``):
+either way they are checked and normalised when the object is made, and an invalid or misspelt option is a
+``UsageError`` naming the option and what it accepts.
+
+The same validators check the values of a model's ``segnet.json`` (``model_format``), so a sidecar and a
+flag are held to the same rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError, UsageError
+
+#: The largest network input segnet allocates for one image, in pixels (``SEGNET_MAX_INPUT_PIXELS``
+#: raises it): 4096 x 4096 is 200 MB of float32 input.
+MAX_INPUT_PIXELS = 4096 * 4096
+
+VISUALIZE_MODES = ("overlay", "mask")
+FILTER_MODES = ("point", "linear")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp16", "fp32")
+LAYOUTS = ("NCHW", "NHWC")
+RESIZE_MODES = ("nearest", "bilinear", "letterbox")
+SCORES = ("logits", "sigmoid")
+MEAN = (0.485, 0.456, 0.406)  # ImageNet, on RGB scaled to 0..1 (SPEC 4.1)
+STD = (0.229, 0.224, 0.225)
+
+Coerce = Callable[[str, Any], Any]
+
+
+def max_input_pixels() -> int:
+    value = os.environ.get("SEGNET_MAX_INPUT_PIXELS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_INPUT_PIXELS
+
+
+# -- validators: (option name, value) -> normalised value, or OptionError ------------------------------
+
+
+def choice(*allowed: str, upper: bool = False) -> Coerce:
+    def check(name, value):
+        text = str(value).strip()
+        text = text.upper() if upper else text.lower()
+        if not isinstance(value, str) or text not in allowed:
+            raise OptionError(name, value, f"choose {', '.join(allowed[:-1])} or {allowed[-1]}")
+        return text
+    return check
+
+
+def boolean(name, value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise OptionError(name, value, "give true or false")
+
+
+def integer(low: int, high: int | None = None) -> Coerce:
+    def check(name, value):
+        try:
+            number = int(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if isinstance(number, bool) or not isinstance(number, int) or number < low or \
+                (high is not None and number > high):
+            span = f"from {low} to {high}" if high is not None else f"of {low} or more"
+            raise OptionError(name, value, f"give a whole number {span}")
+        return number
+    return check
+
+
+def number(low: float, high: float | None = None) -> Coerce:
+    def check(name, value):
+        try:
+            x = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+        except ValueError:
+            x = None
+        if x is None or not math.isfinite(x) or x < low or (high is not None and x > high):
+            span = f"from {low:g} to {high:g}" if high is not None else f"of {low:g} or more"
+            raise OptionError(name, value, f"give a number {span}")
+        return x
+    return check
+
+
+def triple(nonzero: bool = False) -> Coerce:
+    """Three finite numbers, R,G,B: ``"0.5,0.5,0.5"`` or a sequence."""
+    def check(name, value):
+        parts = value.replace(" ", "").split(",") if isinstance(value, str) else value
+        try:
+            values = tuple(float(v) for v in parts if not isinstance(v, (bool, list, tuple, dict)))
+        except (TypeError, ValueError):
+            values = ()
+        if len(values) != 3 or (isinstance(parts, Sequence) and len(parts) != 3) or \
+                not all(math.isfinite(v) for v in values):
+            raise OptionError(name, value, "give three numbers R,G,B (e.g. 0.5,0.5,0.5)")
+        if nonzero and 0 in values:
+            raise OptionError(name, value, "no value may be 0 (it divides)")
+        return values
+    return check
+
+
+def size(name, value):
+    """``"WxH"`` or ``(W, H)``: whole numbers of 1 or more, within the memory limit."""
+    if isinstance(value, str):
+        parts: Any = value.lower().replace(" ", "").split("x")
+    else:
+        parts = value
+    try:
+        w, h = (int(v) if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) else None
+                for v in parts)
+    except (TypeError, ValueError):
+        w = h = None
+    if not isinstance(w, int) or not isinstance(h, int) or w < 1 or h < 1:
+        raise OptionError(name, value, "give WxH, e.g. 512x256")
+    check_input_pixels(w, h, name)
+    return w, h
+
+
+def check_input_pixels(width: int, height: int, what: str) -> None:
+    """Refuse a network input too large to allocate, before anything is allocated."""
+    limit = max_input_pixels()
+    if width * height > limit:
+        raise UsageError(f"{what}: a {width}x{height} network input is {width * height:,} pixels, more than "
+                         f"segnet allocates ({limit:,}); raise the limit with SEGNET_MAX_INPUT_PIXELS")
+
+
+def text(name, value):
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        raise OptionError(name, value, "give a non-empty name")
+    return value.strip()
+
+
+def path(name, value):
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise OptionError(name, value, "give a path")
+    return Path(value).expanduser()
+
+
+def visualize(name, value):
+    """``overlay``, ``mask`` or both, joined by ``,`` or ``|`` (or a sequence)."""
+    words = value.replace("|", ",").split(",") if isinstance(value, str) else value
+    try:
+        modes = tuple(dict.fromkeys(str(w).strip().lower() for w in words if str(w).strip()))
+    except TypeError:
+        modes = ()
+    if not modes or any(m not in VISUALIZE_MODES for m in modes):
+        raise OptionError(name, value, "use overlay, mask or overlay,mask")
+    return modes
+
+
+def anything(name, value):
+    return str(value)
+
+
+def optional(check: Coerce) -> Coerce:
+    def maybe(name, value):
+        return None if value is None else check(name, value)
+    return maybe
+
+
+# -- the options -------------------------------------------------------------------------------------
+
+
+def _option(default, check: Coerce, help: str, group: str, metavar: str | None = None,
+            aliases: tuple[str, ...] = (), flag: bool = False, cli: bool = True):
+    return field(default=default, metadata={"check": check, "help": help, "group": group, "metavar": metavar,
+                                            "aliases": aliases, "flag": flag, "cli": cli})
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+NETWORK, BACKEND, FORMAT, DRAW, RUN = "network", "backend", "format", "draw", "run"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that says how to segment. ``None`` means "not given": the network's ``segnet.json``, else
+    jetson's default, decides."""
+
+    # which network
+    network: str | None = _option(None, optional(text), "a pretrained network (see segnet-download-models "
+                                  "--list); default: the embedded default network", NETWORK, "NAME")
+    model: Path | None = _option(None, optional(path), "a custom ONNX model, or a folder holding "
+                                 "fcn_resnet18.onnx, classes.txt, colors.txt; overrides --network", NETWORK, "PATH")
+    labels: Path | None = _option(None, optional(path), "classes.txt for a custom model: one name per line",
+                                  NETWORK, "PATH")
+    colors: Path | None = _option(None, optional(path), "colors.txt for a custom model: 'r g b [a]' per line",
+                                  NETWORK, "PATH")
+    input_blob: str | None = _option(None, optional(text), "input tensor name (default: input_0, else the "
+                                     "model's only input)", NETWORK, "NAME", ("--input_blob",))
+    output_blob: str | None = _option(None, optional(text), "output tensor name (default: output_0, else the "
+                                      "model's only output)", NETWORK, "NAME", ("--output_blob",))
+    models_dir: Path | None = _option(None, optional(path), "where pretrained networks live (default: "
+                                      "$SEGNET_MODELS, else the installed default)", NETWORK, "DIR")
+    no_download: bool = _option(False, boolean, "fail instead of downloading a missing pretrained network",
+                                NETWORK, flag=True)
+    # how it runs
+    backend: str = _option("auto", choice(*BACKENDS), "auto, onnxruntime or tensorrt (default: auto: "
+                           "TensorRT when it can run here, else onnxruntime)", BACKEND, "NAME")
+    precision: str | None = _option(None, optional(choice(*PRECISIONS)), "fp16 or fp32 (default: fp16 on "
+                                    "TensorRT, fp32 on onnxruntime)", BACKEND, "P")
+    engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines are kept (default: "
+                                        "$SEGNET_CACHE, else beside the model when writable, else the user "
+                                        "cache)", BACKEND, "DIR")
+    batch_size: int = _option(1, integer(1, 1024), "images per inference call (default: 1)", BACKEND, "N")
+    threads: int = _option(0, integer(0, 1024), "onnxruntime threads per inference (default 0: one per core)",
+                           BACKEND, "N")
+    # what the model wants (also from segnet.json beside the model)
+    input_layout: str | None = _option(None, optional(choice(*LAYOUTS, upper=True)), "NCHW or NHWC (default: "
+                                       "the axis of size 3)", FORMAT, "LAYOUT")
+    output_layout: str | None = _option(None, optional(choice(*LAYOUTS, upper=True)), "NCHW or NHWC "
+                                        "(default: detected)", FORMAT, "LAYOUT")
+    mean: tuple[float, float, float] | None = _option(None, optional(triple()), "subtracted from RGB scaled to "
+                                                      "0..1 (default: ImageNet's 0.485,0.456,0.406)", FORMAT,
+                                                      "R,G,B")
+    std: tuple[float, float, float] | None = _option(None, optional(triple(nonzero=True)), "divides after the "
+                                                     "mean (default: 0.229,0.224,0.225)", FORMAT, "R,G,B")
+    bgr: bool | None = _option(None, optional(boolean), "feed blue first", FORMAT, flag=True)
+    resize: str | None = _option(None, optional(choice(*RESIZE_MODES)), "nearest (jetson's stretch, default), "
+                                 "bilinear, or letterbox (keeps the aspect ratio; the padding is cut from the "
+                                 "output)", FORMAT, "MODE")
+    input_size: tuple[int, int] | None = _option(None, optional(size), "network size for models whose input "
+                                                 "size is symbolic (default: the image's, rounded to 32)",
+                                                 FORMAT, "WxH")
+    scores: str | None = _option(None, optional(choice(*SCORES)), "logits (or softmax: the argmax decides), or "
+                                 "sigmoid: independent per-class probabilities, no background class", FORMAT,
+                                 "KIND")
+    threshold: float | None = _option(None, optional(number(0.0, 1.0)), "sigmoid models: a pixel below this in "
+                                      "every class is background (default 0.5)", FORMAT, "P")
+    # how results are drawn
+    visualize: tuple[str, ...] = _option(("overlay",), visualize, "overlay, mask, or both joined by ',' or '|' "
+                                         "(overlay with a half-size mask beside it); default: overlay", DRAW,
+                                         "MODES")
+    alpha: float = _option(120.0, number(0.0, 255.0), "overlay opacity 0-255 for classes without an explicit "
+                           "alpha in colors.txt (default: 120)", DRAW, "A")
+    filter_mode: str = _option("linear", choice(*FILTER_MODES), "point or linear: how the coarse class grid is "
+                               "upsampled for display (default: linear)", DRAW, "MODE", ("--filter_mode",))
+    ignore_class: str | None = _option("void", optional(text), "class left out of the argmax (default: void)",
+                                       DRAW, "NAME", ("--ignore_class",))
+    stats: bool = _option(False, boolean, "print the class histogram of the grid", DRAW, flag=True)
+    # how many images run
+    workers: int = _option(min(4, _cores()), integer(1, 1024), "threads that decode, draw and encode while the "
+                           "network runs (default: min(4, cores))", RUN, "N")
+    skip_existing: bool = _option(False, boolean, "leave inputs whose output file exists (resume an "
+                                  "interrupted folder run)", RUN, flag=True)
+    ray: str | None = _option(None, optional(anything), "run a folder job on a Ray cluster (ADDRESS as ray.init "
+                              "takes it; empty: $RAY_ADDRESS or a local instance)", RUN, cli=False)
+    ray_actors: int | None = _option(None, optional(integer(1, 100000)), "Ray actors (default: one per CPU, "
+                                     "or per GPU with --ray-gpus)", RUN, "N")
+    ray_gpus: float = _option(0.0, number(0.0, 64.0), "GPUs per Ray actor (default 0: CPU actors)", RUN, "G")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            object.__setattr__(self, f.name, f.metadata["check"](f.name, value))
+
+    @classmethod
+    def create(cls, base: Options | None = None, **given: Any) -> Options:
+        """``base`` (default: all defaults) with the ``given`` options; a misspelt name is a UsageError that
+        says which names exist."""
+        check_names(given)
+        return replace(base, **given) if base is not None else cls(**given)
+
+    def given(self) -> dict[str, Any]:
+        """The options that differ from their defaults."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+
+
+OPTION_NAMES = tuple(f.name for f in fields(Options))
+
+
+def check_names(given: Mapping[str, Any]) -> None:
+    for name in given:
+        if name not in OPTION_NAMES:
+            close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UsageError(f"unknown option '{name}': {hint}the options are {', '.join(OPTION_NAMES)}")
+
+
+def option_fields(group: str | None = None):
+    """The fields of ``Options`` in declaration order (of one group), for generating parsers."""
+    return [f for f in fields(Options) if group is None or f.metadata["group"] == group]

@@ -1,0 +1,158 @@
+"""The pipelined runner for many inputs: loading and rendering in worker threads overlap inference.
+
+    loader threads ─▶ [bounded] ─▶ inference (this thread, batch_size at a time) ─▶ render threads
+                                                                                  ─▶ sink (in input order)
+
+At most ``depth`` images are being loaded and ``depth + batch_size`` rendered at any time, so memory stays
+flat on any number of inputs. Results reach ``sink`` in input order. On Ctrl-C, queued work is cancelled
+and work already running finishes (writes are atomic), so no half-written file is left behind.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import SegnetError
+
+
+@dataclass
+class Job:
+    """One input: ``load()`` returns the image (a path, PIL image or uint8 array) or raises SegnetError."""
+
+    index: int
+    name: str
+    load: Callable[[], Any]
+    target: Any = None  # where the result goes (a path, a frame number); the caller's business
+    result: Any = None  # the Segmentation once done
+    error: SegnetError | None = None
+    times: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    picture: Any = None  # a rendered frame waiting for an in-order encoder
+
+
+def timed(job: Job, stage: str, fn, *args):
+    """``fn(*args)``, its duration added to ``job.times[stage]``."""
+    start = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        job.times[stage] = job.times.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _prepare(segmenter, job: Job):
+    try:
+        image = timed(job, "decode", job.load)
+        return timed(job, "preprocess", segmenter.prepare, image)
+    except SegnetError as exc:
+        job.error = exc
+        return None
+
+
+def _render(segmenter, render, job: Job, prepared, scores: np.ndarray) -> Job:
+    try:
+        job.result = timed(job, "classmap", segmenter.finish, prepared, scores)
+        if render is not None:
+            render(job)
+    except SegnetError as exc:
+        job.error = exc
+    return job
+
+
+def _done(job: Job) -> Future:
+    future: Future = Future()
+    future.set_result(job)
+    return future
+
+
+def run(segmenter, jobs: Iterable[Job], render: Callable[[Job], None] | None = None,
+        sink: Callable[[Job], None] | None = None, *, workers: int = 2, depth: int | None = None) -> None:
+    """Segment every job. ``render(job)`` runs in a worker thread after the class map is made (draw,
+    encode, write); ``sink(job)`` runs in this thread, in input order, for every job, failed ones too
+    (``job.error`` set). Jobs are dropped after the sink so memory stays bounded."""
+    depth = depth or max(2 * workers, segmenter.batch_size)
+    jobs = iter(jobs)
+    loading: deque[tuple[Job, Future]] = deque()
+    rendering: deque[Future] = deque()
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="segnet")
+
+    def fill():
+        while len(loading) < depth:
+            job = next(jobs, None)
+            if job is None:
+                return
+            loading.append((job, pool.submit(_prepare, segmenter, job)))
+
+    def drain(limit: int):
+        while len(rendering) > limit:
+            job = rendering.popleft().result()
+            if sink is not None:
+                sink(job)
+
+    try:
+        fill()
+        while loading:
+            batch: list[tuple[Job, Any]] = []
+            while loading and len(batch) < segmenter.batch_size:
+                job, future = loading.popleft()
+                batch.append((job, future.result()))
+                fill()
+            ready = [(job, prepared) for job, prepared in batch if prepared is not None]
+            scores = iter(())
+            if ready:
+                start = time.perf_counter()
+                scores = iter(segmenter.infer_batch([prepared.tensor for _, prepared in ready]))
+                share = (time.perf_counter() - start) / len(ready)  # the batch's time, shared out
+                for job, _ in ready:
+                    job.times["inference"] = share
+            for job, prepared in batch:  # in input order; failed loads pass straight to the sink
+                rendering.append(_done(job) if prepared is None else
+                                 pool.submit(_render, segmenter, render, job, prepared, next(scores)))
+            drain(depth)
+        drain(0)
+    finally:
+        # Ctrl-C or an error: queued work is cancelled; running work finishes its atomic write.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def prefetch(items: Iterable, size: int) -> Iterator:
+    """Iterate ``items`` in a background thread, at most ``size`` ahead (for sequential sources such as
+    a video decoder, which cannot be split between workers)."""
+    buffer: queue.Queue = queue.Queue(maxsize=max(1, size))
+    end = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(exc)
+        buffer.put(end)
+
+    thread = threading.Thread(target=produce, daemon=True, name="segnet-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

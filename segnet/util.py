@@ -1,0 +1,174 @@
+"""What several parts of segnet need and must do the same way: the one atomic writer, file hashes.
+
+Every file segnet writes (pictures, frames, videos, engines and their records, timing and runtime caches,
+FP16 models, downloads, manifests, trained networks) goes through ``atomic_write`` or ``atomic_path``:
+
+- the data goes to a temporary file beside the destination, named so that it fits wherever the
+  destination's name fits (a 255-byte file name still works);
+- every write is checked to have written all of its bytes, then the file is flushed and synced, so a full
+  disk fails the write instead of leaving a cut-off file;
+- the file gets the permissions any new file gets under the user's umask (``mkstemp`` makes them
+  owner-only), so shared folders work for several users;
+- only then is it renamed over the destination; on any failure (or Ctrl-C, or SIGTERM, which the CLI turns
+  into Ctrl-C) the temporary file is removed and the destination is as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import SegnetError
+
+_CHUNK = 1 << 20
+_NAME_MAX = 255  # bytes in a file name on every file system segnet is used on
+_umask_lock = threading.Lock()
+_mode: int | None = None
+
+
+def new_file_mode() -> int:
+    """``0o666`` less the process umask: the permissions ``open()`` would give a new file."""
+    global _mode
+    if _mode is None:
+        with _umask_lock:  # os.umask can only be read by setting it
+            mask = os.umask(0o022)
+            os.umask(mask)
+        _mode = 0o666 & ~mask
+    return _mode
+
+
+def temporary_name(path: Path, suffix: str = ".tmp") -> Path:
+    """A hidden, unique name beside ``path``, no longer than the longest name the folder takes."""
+    token = secrets.token_hex(4)
+    tail = f".{token}{suffix}"
+    room = _NAME_MAX - len(os.fsencode(tail)) - 1
+    stem = os.fsencode(path.name)[:max(room, 0)].decode(errors="ignore")
+    return path.with_name(f".{stem}{tail}")
+
+
+class ShortWrite(OSError):
+    """A write that stored fewer bytes than it was given (a full disk that did not say so)."""
+
+
+class _CheckedFile:
+    """A binary file whose ``write`` raises unless every byte was written."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        written = self._raw.write(view)
+        if written is not None and written != len(view):
+            raise ShortWrite(28, f"wrote {written} of {len(view)} bytes (disk full?)")
+        return len(view)
+
+    def fileno(self) -> int:
+        # Writers that find a file descriptor write to it directly (Pillow's JPEG encoder does), where a
+        # short write goes unnoticed: make them write through ``write``.
+        raise io.UnsupportedOperation("fileno")
+
+    def __getattr__(self, name):  # seek, tell, flush... of the real file
+        return getattr(self._raw, name)
+
+
+class atomic_path:
+    """A temporary file name beside ``path`` (``.tmp``) for a writer that wants a name (a video muxer):
+    ``commit()`` syncs it and renames it to ``path``, ``discard()`` removes it. As a context manager it
+    commits when the block ends without error and discards otherwise. ``suffix`` keeps an extension the
+    writer reads (``.mp4``)."""
+
+    def __init__(self, path: str | os.PathLike, suffix: str | None = None):
+        self.path = Path(path)
+        self.tmp = temporary_name(self.path, suffix if suffix is not None else ".tmp")
+
+    def commit(self) -> None:
+        try:
+            if not self.tmp.exists():
+                raise SegnetError(f"cannot write {self.path}: nothing was written")
+            _publish(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | memoryview | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` (bytes, or a function that writes into the binary file it is given) to ``path``
+    atomically: readers see the old file or the whole new one, never a part. OSErrors (a full disk, a
+    folder that is not writable, a directory where the file should be) become one-line SegnetErrors."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "xb") as raw:
+            checked = _CheckedFile(raw)
+            if callable(data):
+                data(checked)  # type: ignore[arg-type]
+            else:
+                checked.write(data)
+    except OSError as exc:
+        raise SegnetError(f"cannot write {path}: {describe_os_error(exc)}") from None
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as f:
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, new_file_mode())
+    if path.is_dir():
+        raise IsADirectoryError(21, "a directory is in the way", str(path))
+    os.replace(tmp, path)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A few words for an OSError, without its errno number and repeated path."""
+    if isinstance(exc, ShortWrite):
+        return exc.strerror or str(exc)
+    reason = exc.strerror or str(exc)
+    if exc.errno == 28:
+        reason = "no space left on the device"
+    elif exc.errno == 36:
+        reason = "file name too long"
+    return reason
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: str | os.PathLike, what: str = "data") -> object:
+    """A JSON file's value; a file that is missing, unreadable, not UTF-8, not JSON or nested too deeply
+    is a one-line SegnetError."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except OSError as exc:
+        raise SegnetError(f"cannot read {path}: {describe_os_error(exc)}") from None
+    except UnicodeDecodeError:
+        raise SegnetError(f"{path}: not UTF-8 text (expected JSON {what})") from None
+    except RecursionError:
+        raise SegnetError(f"{path}: nested too deeply to be {what}") from None
+    except ValueError as exc:
+        raise SegnetError(f"{path}: not valid JSON ({exc})") from None
