@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -52,15 +53,35 @@ def decode_image(source, name: str) -> np.ndarray:
         raise SegnetError(f"{name}: truncated or corrupt image ({exc})") from None
 
 
-def image_format(path: str | Path) -> str:
-    """The Pillow format that writes ``path``'s extension; a UsageError lists the ones that exist."""
+def is_image_name(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s extension is one Pillow writes (it may still refuse to write that format)."""
     from PIL import Image
 
-    ext = Path(path).suffix.lower()
-    extensions = Image.registered_extensions()
-    fmt = extensions.get(ext)
+    return Path(path).suffix.lower() in Image.registered_extensions()
+
+
+@functools.cache
+def _writable(ext: str) -> str | None:
+    """The Pillow format that really writes an RGB picture with extension ``ext``, or None: some formats are
+    registered but cannot save (WMF, HDF5 stubs) or not RGB (XBM, BLP), which only a trial encode shows."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(ext)
     if fmt is None or fmt not in Image.SAVE:
-        raise UsageError(f"cannot write '{ext or Path(path).name}' files: give the output a .jpg, .png, "
+        return None
+    try:
+        Image.new("RGB", (2, 2)).save(io.BytesIO(), format=fmt)
+    except Exception:  # each plugin refuses in its own way
+        return None
+    return fmt
+
+
+def image_format(path: str | Path) -> str:
+    """The Pillow format that writes ``path``'s extension; a UsageError names the usual ones."""
+    ext = Path(path).suffix.lower()
+    fmt = _writable(ext)
+    if fmt is None:
+        raise UsageError(f"cannot write '{ext or Path(path).name}' pictures: give the output a .jpg, .png, "
                          ".tga or .bmp extension")
     return fmt
 

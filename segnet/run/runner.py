@@ -91,9 +91,6 @@ def run(inputs: Inputs, output: str | os.PathLike | None = None, options: Option
     if not several and video.is_video(files[0]):
         source: FileSource | VideoSource = VideoSource(files[0], output)
     else:
-        if output is not None and video.is_video(output):
-            raise UsageError(f"{output}: a video output needs a video input; give an image or a directory "
-                             "as output")
         source = FileSource(files, plan_outputs(files, several, output), several, options.skip_existing)
     if segmenter is not None:
         return Runner(segmenter, source, options, emit).run()

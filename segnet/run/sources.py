@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import glob
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,50 +16,122 @@ from ..errors import UsageError
 from ..image_io import READ_EXTENSIONS, image_format, read_image, write_image
 from .pipeline import Job, prefetch, timed
 
+log = logging.getLogger(__name__)
+
+
+SEQUENCE = re.compile(r"%(0\d+)?i")  # jetson's numbered outputs: out_%i.jpg, frame_%04i.png
+
 
 def expand_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Path], bool]:
-    """The input files of a path, folder or glob (or a list of paths), and whether it names several."""
+    """The input files of a path, folder or glob (or a list of paths), and whether it names a collection
+    (a folder, a glob or a list) rather than one file. Folders and globs take the images among their files;
+    what they leave out is said in a status line."""
     if not isinstance(spec, (str, os.PathLike)):
         files = [Path(p) for p in spec]
         missing = [str(p) for p in files if not p.is_file()]
         if not files or missing:
             raise UsageError(f"{missing[0] if missing else 'no inputs'}: no such file")
-        return files, len(files) > 1
+        return files, True
     text = os.fspath(spec)
     path = Path(text)
     if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in READ_EXTENSIONS)
-        if not files:
-            raise UsageError(f"{text}: no images in this directory ({', '.join(READ_EXTENSIONS)})")
-        return files, True
+        return _images_among(sorted(f for f in path.iterdir() if f.is_file()), text, "in this directory"), True
     if path.exists():
         return [path], False
     if glob.has_magic(text):
-        files = sorted(Path(f) for f in glob.glob(text) if Path(f).is_file())
-        if not files:
+        matches = sorted(Path(f) for f in glob.glob(text) if Path(f).is_file())
+        if not matches:
             raise UsageError(f"{text}: no files match this pattern")
-        return files, True
+        return _images_among(matches, text, "matching this pattern"), True
     raise UsageError(f"{text}: no such file or directory")
 
 
+def _images_among(files: list[Path], spec: str, where: str) -> list[Path]:
+    images = [f for f in files if f.suffix.lower() in READ_EXTENSIONS]
+    others = [f.name for f in files if f.suffix.lower() not in READ_EXTENSIONS]
+    if not images:
+        raise UsageError(f"{spec}: no images {where} ({', '.join(READ_EXTENSIONS)})")
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        log.info("%s: left out %d file(s) that are not images (%s)", spec, len(others), shown)
+    return images
+
+
+def output_kind(output: str | os.PathLike) -> str:
+    """What an output names, by the rule the README states: ``sequence`` (holds ``%i`` or ``%04i``), ``video``
+    (a video extension), ``image`` (another extension), or ``folder`` (an existing folder, a trailing ``/``,
+    or no extension at all)."""
+    from .video import is_video
+
+    text = os.fspath(output)
+    path = Path(text)
+    if SEQUENCE.search(path.name):
+        return "sequence"
+    if path.is_dir() or text.endswith(("/", os.sep)) or not path.suffix:
+        return "folder"
+    return "video" if is_video(path) else "image"
+
+
+def sequence_name(pattern: Path, index: int) -> Path:
+    """``pattern`` with its ``%i``/``%04i`` replaced by ``index`` (jetson numbers from 0)."""
+    return pattern.with_name(SEQUENCE.sub(lambda m: f"{index:{m.group(1) or ''}d}", pattern.name, count=1))
+
+
 def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | None) -> list[Path | None]:
-    """Where each input's picture goes, checked before any work: the extension is writable and the
-    directory exists (created if missing) and accepts files."""
+    """Where each input image's picture goes, checked before any work: the format is writable, the folder
+    exists (created if missing) and accepts files, no output overwrites an input, no two outputs collide.
+
+    A folder gets each picture under the input's name, in sub-folders mirroring the inputs' folders below
+    their common folder (so ``"g*/x.jpg"`` cannot collide); a sequence numbers them in input order; one
+    image file takes exactly one input."""
     if output is None:
         return [None] * len(inputs)
     text = os.fspath(output)
+    kind = output_kind(output)
+    if kind == "video":
+        raise UsageError(f"{text}: a video output needs a video input; give an image, a folder or a sequence "
+                         "like out_%04i.jpg as output")
+    if kind == "image" and len(inputs) > 1:
+        raise UsageError(f"{text}: {len(inputs)} inputs cannot all be written to one picture; give a folder "
+                         f"({Path(text).stem}/) or a numbered sequence ({Path(text).stem}_%04i{Path(text).suffix})")
     out = Path(text)
-    if several or out.is_dir() or text.endswith(("/", os.sep)):
+    if kind == "folder":
         if out.exists() and not out.is_dir():
-            raise UsageError(f"{text}: several inputs need an output directory, and this is a file")
-        paths = [out / f.name for f in inputs]
-        folder = out
+            raise UsageError(f"{text}: not a folder (a file of that name exists)")
+        base = Path(os.path.commonpath([p.resolve().parent for p in inputs]))
+        targets = [out / p.resolve().relative_to(base) for p in inputs]
+    elif kind == "sequence":
+        targets = [sequence_name(out, i) for i in range(len(inputs))]
     else:
-        paths, folder = [out], out.parent
-    for t in {t.suffix.lower(): t for t in paths}.values():
+        targets = [out]
+    for t in {t.suffix.lower(): t for t in targets}.values():
         image_format(t)
-    check_writable(folder)
-    return list(paths)
+    refuse_overwriting(inputs, targets)
+    for folder in dict.fromkeys(t.parent for t in targets):
+        check_writable(folder)
+    return list(targets)
+
+
+def refuse_overwriting(inputs: list[Path], targets: list[Path]) -> None:
+    """A UsageError naming both paths when an output is an input or two outputs are the same file."""
+    sources = {_identity(p): p for p in inputs}
+    seen: dict[tuple, Path] = {}
+    for source, target in zip(inputs, targets):
+        key = _identity(target)
+        if key in sources:
+            raise UsageError(f"{target} would overwrite the input {sources[key]}: choose another output")
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {source} would both be written to {target}: choose another output")
+        seen[key] = source
+
+
+def _identity(path: Path) -> tuple:
+    """What makes two paths the same file: device and inode when it exists, else the resolved path."""
+    try:
+        info = path.stat()
+        return (info.st_dev, info.st_ino)
+    except OSError:
+        return (str(path.resolve()),)
 
 
 def _same(value):
@@ -113,7 +187,8 @@ class FileSource:
 
 
 class VideoSource:
-    """Every frame of a video in; a video (H.264, same frame rate) or a directory of frames out."""
+    """Every frame of a video in; a video (H.264, same frame rate), a folder of PNG frames or a numbered
+    sequence out."""
 
     def __init__(self, path: Path, output: str | os.PathLike | None):
         from . import video
@@ -122,26 +197,44 @@ class VideoSource:
         self.rate, self.total = video.probe(path)
         self.writer: video.VideoWriter | None = None
         self.folder: Path | None = None
+        self.sequence: Path | None = None
         self.skipped = 0
-        if output is not None and video.is_video(output):
-            out = Path(output)
+        if output is None:
+            return
+        kind, out = output_kind(output), Path(output)
+        if kind == "image":
+            raise UsageError(f"{output}: the frames of a video cannot all be written to one picture; give a "
+                             f"folder ({out.stem}/), a numbered sequence ({out.stem}_%04i{out.suffix}) or a video "
+                             "file (.mp4)")
+        if kind == "video":
+            refuse_overwriting([path], [out])
             check_writable(out.parent)
             self.writer = video.VideoWriter(out, self.rate)
-        elif output is not None:
-            self.folder = Path(output)
-            if self.folder.exists() and not self.folder.is_dir():
-                raise UsageError(f"{output}: frames of a video go to a directory (or give a video file name)")
-            check_writable(self.folder)
+        elif kind == "sequence":
+            image_format(out)
+            check_writable(out.parent)
+            self.sequence = out
+        else:
+            if out.exists() and not out.is_dir():
+                raise UsageError(f"{output}: not a folder (a file of that name exists)")
+            check_writable(out)
+            self.folder = out
+
+    def _target(self, index: int) -> Path | int:
+        if self.folder is not None:
+            return self.folder / f"{self.path.stem}-{index:06d}.png"
+        if self.sequence is not None:
+            return sequence_name(self.sequence, index)
+        return index
 
     def jobs(self) -> Iterator[Job]:
         from . import video
 
         for index, frame in enumerate(prefetch(video.frames(self.path), 8)):
-            target = self.folder / f"{self.path.stem}-{index:06d}.png" if self.folder else index
-            yield Job(index, f"{self.path.name} frame {index}", functools.partial(_same, frame), target)
+            yield Job(index, f"{self.path.name} frame {index}", functools.partial(_same, frame), self._target(index))
 
     def write(self, job: Job, picture) -> None:
-        if self.folder is not None:
+        if self.writer is None:
             timed(job, "encode", write_image, picture, job.target)
         else:
             job.picture = picture  # encoded in order by write_in_order
@@ -151,7 +244,7 @@ class VideoSource:
             timed(job, "encode", self.writer.write, job.picture)
 
     def wants_pictures(self) -> bool:
-        return self.writer is not None or self.folder is not None
+        return self.writer is not None or self.folder is not None or self.sequence is not None
 
     def finish(self) -> None:
         if self.writer is not None:

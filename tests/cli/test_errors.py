@@ -133,7 +133,7 @@ def test_missing_input_and_empty_glob(net, tmp_path):
 
 def test_unknown_output_extension(net, tmp_path):
     proc = run_cli("--model", net, IMAGES / "city_0.jpg", tmp_path / "out.xyz")
-    assert_one_line_error(proc, 2, "cannot write '.xyz' files")
+    assert_one_line_error(proc, 2, "cannot write '.xyz' pictures")
     assert not (tmp_path / "out.xyz").exists()
 
 
@@ -143,7 +143,7 @@ def test_unwritable_output_directory(net, tmp_path):
     proc = run_cli("--model", net, IMAGES / "city_0.jpg", blocker / "sub" / "out.png")
     assert_one_line_error(proc, 2, "cannot write to output directory")
     proc = run_cli("--model", net, IMAGES, blocker)  # several inputs, output is a file
-    assert_one_line_error(proc, 2, "need an output directory")
+    assert_one_line_error(proc, 2, "not a folder (a file of that name exists)")
     # /proc refuses new files even to root, which is what CI runs as
     assert_one_line_error(run_cli("--model", net, IMAGES / "city_0.jpg", "/proc/segnet-out.png"), 2,
                           "cannot write to output directory")
