@@ -25,13 +25,13 @@ def _lines(path: str | Path, what: str) -> list[str]:
         data = path.read_bytes()
     except OSError as exc:
         raise SegnetError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    lines = data.split(b"\n")
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a byte-order mark is not part of the first name
     while lines and not lines[-1].strip():
         lines.pop()
     out = []
     for number, raw in enumerate(lines, 1):
         try:
-            line = raw.decode("utf-8").strip()
+            line = raw.decode("utf-8").strip()  # also drops the \r of Windows line ends
         except UnicodeDecodeError:
             raise SegnetError(f"{path} line {number}: not UTF-8 text (is this really a {what}?)") from None
         if not line:
@@ -96,3 +96,9 @@ def class_colors(num_classes: int, colors: list | None = None, alpha: float = 12
             (r, g, b), a = voc_color(c + 1), None
         table[c] = (r, g, b, a if a is not None and a != 255 else alpha)
     return table
+
+
+def explicit_alphas(num_classes: int, colors: list | None = None) -> list[bool]:
+    """Which classes keep their own alpha (present and not 255) rather than taking the ``alpha`` option."""
+    colors = list(colors or [])
+    return [c < len(colors) and colors[c][3] is not None and colors[c][3] != 255 for c in range(num_classes)]

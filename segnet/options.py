@@ -159,6 +159,12 @@ def visualize(name, value):
     return modes
 
 
+def class_name(name, value):
+    """A class name; ``none`` (any case) means no class."""
+    text_value = text(name, value)
+    return None if text_value.lower() == "none" else text_value
+
+
 def anything(name, value):
     return str(value)
 
@@ -248,8 +254,9 @@ class Options:
                            "alpha in colors.txt (default: 120)", DRAW, "A")
     filter_mode: str = _option("linear", choice(*FILTER_MODES), "point or linear: how the coarse class grid is "
                                "upsampled for display (default: linear)", DRAW, "MODE", ("--filter_mode",))
-    ignore_class: str | None = _option("void", optional(text), "class left out of the argmax (default: void)",
-                                       DRAW, "NAME", ("--ignore_class",))
+    ignore_class: str | None = _option("void", optional(class_name), "class left out of the argmax (default: "
+                                       "void, a no-op for networks without it; none: no class)", DRAW, "NAME",
+                                       ("--ignore_class",))
     stats: bool = _option(False, boolean, "print the class histogram of the grid", DRAW, flag=True)
     # how many images run
     workers: int = _option(min(4, _cores()), integer(1, 1024), "threads that decode, draw and encode while the "

@@ -13,7 +13,7 @@ from . import classmap, colorize, model_format
 from . import labels as label_files
 from .backends import open_backend
 from .backends.base import format_shape
-from .errors import SegnetError
+from .errors import SegnetError, UsageError, option
 from .image_io import read_image
 from .model_format import input_layout as input_layout_of
 from .model_format import output_layout as output_layout_of
@@ -24,6 +24,9 @@ from .preprocess import prepare as prepare_input
 from .zoo.resolve import locate
 
 log = logging.getLogger(__name__)
+
+#: jetson's default ``--ignore-class``: a no-op for networks without a class of that name
+IGNORED_BY_DEFAULT = "void"
 
 
 @dataclass
@@ -123,18 +126,31 @@ class Segmenter:
             self.input_layout = input_layout_of(shape, self.format.input_layout, self._describe)
             h, w = spatial(shape, self.input_layout)
             fixed = (w, h) if w is not None and h is not None else None
+            if fixed and self.format.input_size and self.format.input_size != fixed:
+                size = "x".join(map(str, self.format.input_size))
+                raise UsageError(f"{self._describe()} has a fixed input size of {w}x{h}; "
+                                 f"{option('input_size', size)} is for models whose size is symbolic")
             self.input_size = self.format.input_size or fixed  # (W, H); None: from each image
             self._output_layout = self.format.output_layout
             self.num_classes = self._probe_classes()
         except BaseException:
             self.close()
             raise
+        if options.threshold is not None and self.format.scores != "sigmoid":
+            self.close()
+            raise UsageError(f"{option('threshold', options.threshold)} is for models with sigmoid scores "
+                             f"({option('scores', 'sigmoid')}); {self.files.name} gives logits, whose argmax decides")
         if self.format.scores == "sigmoid":
             raw_names = ["background", *(raw_names or [])]
             raw_colors = [(0, 0, 0, 0), *raw_colors] if raw_colors else None
         self.class_names = label_files.class_names(self.num_classes, raw_names)
         self.colors = label_files.class_colors(self.num_classes, raw_colors, self.alpha)
+        self._explicit = label_files.explicit_alphas(self.num_classes, raw_colors)
         self.ignore_index = _find_class(self.class_names, options.ignore_class)
+        if self.ignore_index is None and options.ignore_class not in (None, IGNORED_BY_DEFAULT):
+            self.close()
+            raise UsageError(f"{option('ignore_class', options.ignore_class)}: {self.files.name} has no such class; "
+                             f"its classes are {', '.join(self.class_names)}")
 
     def _describe(self) -> str:
         ins = ", ".join(f"{t.name} {format_shape(t.shape)}" for t in [self.backend.input])
@@ -163,6 +179,12 @@ class Segmenter:
             raise SegnetError(f"{self._describe()}: {known} classes; between 1 and 256 are supported "
                               "(the class map is uint8)")
         return known
+
+    def legend(self) -> np.ndarray:
+        """uint8 ``[H, W, 3]``: every class's colour and name, with the alpha the overlay uses for it."""
+        from .legend import draw_legend
+
+        return draw_legend(self.class_names, self.colors, self._explicit, f"{self.name}: {self.num_classes} classes")
 
     @property
     def name(self) -> str:

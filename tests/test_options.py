@@ -131,4 +131,5 @@ def test_bad_sidecar_through_the_command_line_is_one_line(tmp_path, constant_net
 
     net = constant_net(np.zeros((2, 1, 2), np.float32), width=64, height=32)
     (net / "segnet.json").write_text(json.dumps({"mean": [1, 2]}))
-    assert_one_line_error(run_cli("--model", net, IMAGES / "city_0.jpg"), 1, "is not valid: give three numbers")
+    assert_one_line_error(run_cli("--model", net, IMAGES / "city_0.jpg", "--stats"), 1,
+                          "is not valid: give three numbers")

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import SegnetError, option
+from ..errors import SegnetError, UsageError, option
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,24 @@ def check_contract(model: object, inputs: list[TensorInfo], outputs: list[Tensor
             found = [t for t in tensors if t.name == default] or (tensors if len(tensors) == 1 else [])
             if found:
                 return found[0]
-            raise SegnetError(f"model {model} has {len(tensors)} {kind}s and none named '{default}'; "
-                              f"{listing()} (choose one with {option(flag)})")
+            raise UsageError(f"model {model} has {len(tensors)} {kind}s and none named '{default}'; "
+                             f"{listing()} (choose one with {option(flag)})")
         for t in tensors:
             if t.name == name:
                 return t
-        raise SegnetError(f"model {model} has no {kind} named '{name}'; {listing()} (choose with {option(flag)})")
+        raise UsageError(f"model {model} has no {kind} named '{name}'; {listing()} (choose with {option(flag)})")
 
     inp = pick(inputs, input_blob, DEFAULT_INPUT, "input", "input_blob")
     out = pick(outputs, output_blob, DEFAULT_OUTPUT, "output", "output_blob")
+    for tensor, kind in ((inp, "input"), (out, "output")):
+        if 0 in tensor.shape:
+            raise SegnetError(f"model {model}: {kind} '{tensor.name}' declares a dimension of size 0 "
+                              f"{format_shape(tensor.shape)}, which no image fits. {listing()}")
+    if len(inputs) > 1:  # segnet feeds one image tensor; the others would have no value
+        raise SegnetError(f"model {model} has {len(inputs)} inputs; segnet feeds one image input. {listing()}")
+    if inp.shape and inp.shape[0] not in (1, None):
+        raise SegnetError(f"model {model}: input '{inp.name}' has a fixed batch of {inp.shape[0]}; segnet needs "
+                          f"a batch of 1 or a symbolic one (re-export the model with batch 1). {listing()}")
     if len(inp.shape) != 4 or 3 not in (inp.shape[1], inp.shape[3]) and None not in (inp.shape[1], inp.shape[3]):
         raise SegnetError(f"model {model}: input '{inp.name}' has shape {format_shape(inp.shape)}, expected "
                           f"[1, 3, H, W] (planar RGB) or [1, H, W, 3]; {listing()}")
@@ -101,6 +110,6 @@ def onnx_io(model_path: str | Path) -> tuple[list[TensorInfo], list[TensorInfo]]
 
     def info(value) -> TensorInfo:
         dims = value.type.tensor_type.shape.dim
-        return TensorInfo(value.name, tuple(d.dim_value if d.dim_value > 0 else None for d in dims))
+        return TensorInfo(value.name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims))
 
     return [info(v) for v in graph.input if v.name not in weights], [info(v) for v in graph.output]

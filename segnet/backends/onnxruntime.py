@@ -45,8 +45,7 @@ class OnnxRuntimeBackend:
         except SegnetError:
             raise
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SegnetError(f"cannot load model {self.model_path}: {reason}") from None
+            raise SegnetError(f"cannot load model {self.model_path}: {_first_line(exc)}") from None
         self.description = f"onnxruntime ({self.session.get_providers()[0]})"
         return self
 
@@ -60,7 +59,11 @@ class OnnxRuntimeBackend:
         self.session = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        (scores,) = self.session.run([self.output.name], {self.input.name: batch})
+        try:
+            (scores,) = self.session.run([self.output.name], {self.input.name: batch})
+        except Exception as exc:  # onnxruntime's own exception types: shapes the model refuses, kernels that fail
+            raise SegnetError(f"model {self.model_path} cannot run on an input of shape {list(batch.shape)}: "
+                              f"{_first_line(exc)}") from None
         return scores
 
 
@@ -99,5 +102,13 @@ def _cuda_device_visible() -> bool:
     return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
+def _first_line(exc: BaseException) -> str:
+    """onnxruntime's message without its "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix, one line."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.rsplit(" : ", 1)[-1] if line.startswith("[ONNXRuntimeError]") else line
+
+
 def _dims(shape) -> tuple[int | None, ...]:
-    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+    """Fixed sizes as ints (0 too: the contract check refuses it), symbolic ones as None."""
+    return tuple(d if isinstance(d, int) and d >= 0 else None for d in shape)

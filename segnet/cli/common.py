@@ -100,6 +100,10 @@ def configure_output(quiet: bool = False, verbose: bool = False) -> None:
     handler.setFormatter(logging.Formatter())
     logger.addHandler(handler)
     logger.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not valid text must not end the run
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     set_progress_factory(None if quiet or not sys.stderr.isatty() else tqdm_bar)
 
 

@@ -13,13 +13,16 @@ import time
 from pathlib import Path
 
 from .. import zoo
+from ..errors import UsageError
 from ..run import Finished, ImageDone, ImageFailed, Started
+from ..run.sources import expand_inputs
 from .common import Parser, add_options, add_verbosity, configure_output, error_line, guarded, options_from
 
 PROG = "segnet-console"
 
 EPILOG = f"""\
-networks (--network, case-insensitive; the default is {zoo.DEFAULT_NETWORK}):
+networks (--network, case-insensitive; the default is {zoo.DEFAULT_NETWORK}, trained on CamVid street
+scenes; segnet-download-models --list shows sizes, accuracy and what is installed):
 {chr(10).join(f"  {n.name:<34} {', '.join(n.aliases)}" for n in zoo.NETWORKS)}
 
 examples:
@@ -31,6 +34,7 @@ examples:
   {PROG} drive.mp4 drive_overlay.mp4                every frame of a video (pip install 'segnet[video]')
   {PROG} --model=net.onnx --labels=classes.txt --colors=colors.txt in.jpg out.jpg
   {PROG} --stats in.jpg                            class histogram only, nothing written
+  {PROG} --network=fcn-resnet18-voc --legend legend.png    the classes' colours and names
 
 exit status: 0 success, 1 some inputs failed (the rest were processed), 2 usage error.
 """
@@ -40,10 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Semantic segmentation of images and videos with FCN-ResNet18 networks, "
                "as jetson-inference's segnet-console does it, on onnxruntime or TensorRT.",
                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="an image file, a directory of images, a quoted glob ('imgs/*.jpg') or a video")
+    p.add_argument("input", nargs="?", help="an image file, a directory of images, a quoted glob ('imgs/*.jpg') "
+                   "or a video")
     p.add_argument("output", nargs="?", help="output image (format from its extension: jpg, png, tga, bmp, ...), "
                    "a directory for several inputs or a video's frames, or a video file; omit to write nothing")
     add_options(p, "network", "backend", "format", "draw", "run")
+    p.add_argument("--legend", metavar="PATH", help="also write a picture of every class's colour and name (with "
+                   "the alpha the overlay uses); with no input, only that")
     p.add_argument("--ray", nargs="?", const="", default=argparse.SUPPRESS, metavar="ADDRESS",
                    help="run a folder job on a Ray cluster (ADDRESS as ray.init takes it; without one, $RAY_ADDRESS "
                    "or a local instance); needs segnet[ray]. Write --ray=ADDRESS, or put --ray after the paths")
@@ -52,17 +59,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import run as runner
-
     configure_output(args.quiet, args.verbose)
     _fix_ray_address(args)
     options = options_from(args)
+    if args.input is None and args.legend is None:
+        raise UsageError("give an input: an image, a folder, a quoted glob or a video (see --help)")
+    if args.input is not None and args.output is None and not options.stats:
+        expand_inputs(args.input)  # a missing input is the first thing to say
+        raise UsageError("give an output (a picture, a folder, a sequence like out_%04i.jpg or a video) or "
+                         "--stats: without either nothing would be written or printed")
+    if args.legend is None:
+        return _run(args, options)
+    from ..image_io import image_format
+    from ..segmenter import Segmenter
+
+    image_format(args.legend)  # a usage error before the network loads
+    with Segmenter(options=options) as segmenter:
+        _write_legend(segmenter, args.legend)
+        return 0 if args.input is None else _run(args, options, segmenter)
+
+
+def _run(args: argparse.Namespace, options, segmenter=None) -> int:
+    from .. import run as runner
+
     report = Report(args.quiet)
     try:
-        summary = runner.run(args.input, args.output, options, on_event=report)
+        summary = runner.run(args.input, args.output, options, on_event=report, segmenter=segmenter)
     finally:
         report.close()
     return 1 if summary.failed else 0
+
+
+def _write_legend(segmenter, path: str) -> None:
+    import logging
+
+    from ..image_io import write_image
+
+    write_image(segmenter.legend(), path)
+    logging.getLogger("segnet").info(f"legend of {segmenter.name} -> {path}")
 
 
 def _fix_ray_address(args: argparse.Namespace) -> None:
@@ -89,8 +123,10 @@ class Report:
         log = logging.getLogger("segnet")
         if isinstance(event, Started):
             self.several = event.several
-            size = f"{event.input_size[0]}x{event.input_size[1]}, " if event.input_size else ""
-            log.info(f"{event.network} ({size}{event.num_classes} classes) on {event.backend}")
+            about = [f"{event.input_size[0]}x{event.input_size[1]}"] if event.input_size else []
+            about += [f"{event.num_classes} classes"] if event.num_classes is not None else []
+            details = f" ({', '.join(about)})" if about else ""
+            log.info(f"{event.network}{details} on {event.backend}")
             if event.several and not self.quiet and sys.stderr.isatty():
                 from .common import tqdm_bar
 

@@ -174,6 +174,7 @@ def _list(root: Path) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if aliases.get(row[0]):
             print(f"    aliases: {', '.join(aliases[row[0]])}")
+    print("a network's classes and colours: segnet-console --network NAME --legend legend.png")
 
 
 def _size(folder: Path) -> str:

@@ -16,10 +16,14 @@ are downloaded into each node's models folder and TensorRT engines are built and
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
+import re
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,8 +195,6 @@ def run_folder(inputs: list[Path], outputs: list[Path | None], options: Options,
     defaults to every CPU of the cluster (``ray_gpus=0``) or every GPU (``ray_gpus`` per actor). Paths must
     mean the same files on every node (shared storage).
     """
-    from .runner import ImageDone, ImageFailed
-
     ray = import_ray()
     emit = on_event or (lambda event: None)
     if len(inputs) != len(outputs):
@@ -200,16 +202,29 @@ def run_folder(inputs: list[Path], outputs: list[Path | None], options: Options,
     if not inputs:
         return 0, 0
     started = not ray.is_initialized()
+    detail = log.isEnabledFor(logging.DEBUG)  # Ray's own lines and the workers' logs only with -v
+    for name in ("ray", "ray.data"):  # a failure reaches the user as our one-line error, not as Ray's report
+        logging.getLogger(name).setLevel(logging.INFO if detail else logging.CRITICAL)
+    with contextlib.ExitStack() as stack:
+        if not detail:
+            stack.enter_context(_without_ray_log_lines())
+        return _run_folder(ray, inputs, outputs, options, emit, started, detail)
+
+
+def _run_folder(ray, inputs, outputs, options: Options, emit, started: bool, detail: bool) -> tuple[int, int]:
+    from .runner import ImageDone, ImageFailed
+
     if started:
         address = options.ray or None
         try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=log.isEnabledFor(logging.INFO))
+            ray.init(address=address, logging_level=logging.INFO if detail else logging.ERROR,
+                     log_to_driver=detail)
         except ConnectionError as exc:
             raise SegnetError(f"cannot reach the Ray cluster{f' at {address}' if address else ''}: {exc}") \
                 from None
     context = ray.data.DataContext.get_current()
     saved = context.enable_progress_bars, context.raise_original_map_exception
-    context.enable_progress_bars = log.isEnabledFor(logging.INFO)
+    context.enable_progress_bars = log.isEnabledFor(logging.INFO) and sys.stderr.isatty()
     context.raise_original_map_exception = True  # a SegnetError from a worker stays one
     failed = 0
     try:
@@ -240,6 +255,47 @@ def run_folder(inputs: list[Path], outputs: list[Path | None], options: Options,
         if started:
             ray.shutdown()
     return len(inputs) - failed, failed
+
+
+#: A line of Ray's C++ core log: ``[2026-12-01 21:29:08,935 E 429 429] core_worker.cc:2465: ...``
+_RAY_LOG_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] ")
+
+
+@contextlib.contextmanager
+def _without_ray_log_lines():
+    """Standard error with the lines Ray's C++ core writes straight to the file descriptor left out (its
+    "E ... core_worker" notice comes on healthy runs); everything else passes through unchanged."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (a notebook): nothing to filter
+        yield
+        return
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def forward():
+        with os.fdopen(read, "rb", buffering=0) as pipe:
+            pending = b""
+            while chunk := pipe.read(1 << 16):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                kept = [line + b"\n" for line in lines if not _RAY_LOG_LINE.match(line)]
+                if kept:
+                    os.write(saved, b"".join(kept))
+            if pending and not _RAY_LOG_LINE.match(pending):
+                os.write(saved, pending)
+
+    thread = threading.Thread(target=forward, daemon=True, name="segnet-ray-stderr")
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the thread reads to the end and stops
+        thread.join(timeout=5)
+        os.close(saved)
 
 
 def _plan(ray, inputs, outputs, options: Options):

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import SegnetError, UsageError, option
 from ..options import Options
+from ..zoo.registry import DEFAULT_NETWORK
 from . import pipeline
 from .sources import FileSource, VideoSource, expand_inputs, plan_outputs, without_existing
 
@@ -31,8 +32,8 @@ class Started:
     skipped: int  # left out by skip_existing
     several: bool  # a folder, glob or video rather than one image
     network: str
-    input_size: tuple[int, int] | None
-    num_classes: int
+    input_size: tuple[int, int] | None  # None: each image's own (symbolic sizes), or not known here (Ray)
+    num_classes: int | None  # None: not known here (on Ray the network is loaded by the workers only)
     backend: str
 
 
@@ -87,11 +88,17 @@ def run(inputs: Inputs, output: str | os.PathLike | None = None, options: Option
     emit = on_event or (lambda event: None)
     files, several = expand_inputs(inputs)
     if options.ray is not None:
+        if any(video.is_video(p) for p in files):
+            raise UsageError(f"{option('ray')} runs image folders; run videos without it")
         return _run_ray(files, plan_outputs(files, several, output), options, emit)
     if not several and video.is_video(files[0]):
         source: FileSource | VideoSource = VideoSource(files[0], output)
     else:
         source = FileSource(files, plan_outputs(files, several, output), several, options.skip_existing)
+        if not source.pairs:  # every output is there already (skip_existing): nothing needs the network
+            summary = Summary(0, 0, source.skipped, 0.0, several)
+            emit(Finished(summary))
+            return summary
     if segmenter is not None:
         return Runner(segmenter, source, options, emit).run()
     from ..segmenter import Segmenter
@@ -144,14 +151,14 @@ class Runner:
 def _run_ray(inputs: list[Path], outputs: list[Path | None], options: Options, emit) -> Summary:
     """The same inputs and outputs as a local run, executed through Ray Data."""
     from . import ray as segnet_ray
-    from . import video
 
-    if any(video.is_video(p) for p in inputs):
-        raise UsageError(f"{option('ray')} runs image folders; run videos without it")
     skipped = 0
     if options.skip_existing:
         kept, skipped = without_existing(list(zip(inputs, outputs)))
         inputs, outputs = [i for i, _ in kept], [o for _, o in kept]
+    network = options.model.stem if options.model else options.network or DEFAULT_NETWORK
+    emit(Started(len(inputs), skipped, True, network, options.input_size, None,
+                 f"Ray ({options.ray or 'RAY_ADDRESS, or a local instance'})"))
     start = time.perf_counter()
     done, failed = segnet_ray.run_folder(inputs, outputs, options, on_event=emit)
     summary = Summary(done, failed, skipped, time.perf_counter() - start, True, ray=True)

@@ -33,7 +33,7 @@ def test_no_download_offline_names_the_command(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     proc = run_cli("--network=fcn-resnet18-voc", "--no-download", "--models-dir", models, IMAGES / "object_0.jpg",
-                   env=_env(tmp_path, closed_port_url("/")))
+                   "--stats", env=_env(tmp_path, closed_port_url("/")))
     assert_one_line_error(proc, 2, "run 'segnet-download-models fcn-resnet18-voc-320x320' (or drop --no-download)")
     assert list(models.iterdir()) == []
 

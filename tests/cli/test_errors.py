@@ -152,14 +152,14 @@ def test_unwritable_output_directory(net, tmp_path):
 def test_model_that_does_not_load(tmp_path):
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"\x08\x07garbage that is not a protobuf" * 3)
-    assert_one_line_error(run_cli("--model", bad, IMAGES / "city_0.jpg"), 1, "cannot load model")
+    assert_one_line_error(run_cli("--model", bad, IMAGES / "city_0.jpg", "--stats"), 1, "cannot load model")
 
 
 def test_unknown_blob_lists_the_model_names(net):
-    proc = run_cli("--model", net, "--input-blob=data", IMAGES / "city_0.jpg")
-    assert_one_line_error(proc, 1, "has no input named 'data'; its inputs are: input_0 [1, 3, 64, 128]")
-    proc = run_cli("--model", net, "--output_blob=scores", IMAGES / "city_0.jpg")
-    assert_one_line_error(proc, 1, "its outputs are: output_0 [1, 4, 2, 4]")
+    proc = run_cli("--model", net, "--input-blob=data", IMAGES / "city_0.jpg", "--stats")
+    assert_one_line_error(proc, 2, "has no input named 'data'; its inputs are: input_0 [1, 3, 64, 128]")
+    proc = run_cli("--model", net, "--output_blob=scores", IMAGES / "city_0.jpg", "--stats")
+    assert_one_line_error(proc, 2, "its outputs are: output_0 [1, 4, 2, 4] (choose with --output-blob)")
 
 
 def test_other_blob_names_work_with_both_spellings(constant_net, tmp_path):
@@ -176,13 +176,13 @@ def test_model_with_wrong_shapes(tmp_path):
     m.graph.output[0].type.tensor_type.shape.dim.pop()
     m.graph.initializer[1].CopyFrom(onnx.numpy_helper.from_array(np.zeros((1, 2, 2), np.float32), "scores"))
     onnx.save(m, rank3)
-    assert_one_line_error(run_cli("--model", rank3, IMAGES / "city_0.jpg"), 1, "expected [1, classes, grid")
+    assert_one_line_error(run_cli("--model", rank3, IMAGES / "city_0.jpg", "--stats"), 1, "expected [1, classes, grid")
     gray = tmp_path / "gray.onnx"
     models.constant_model(gray, np.zeros((2, 2, 2)), 64, 32)
     m = onnx.load(gray)
     m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 1
     onnx.save(m, gray)
-    assert_one_line_error(run_cli("--model", gray, IMAGES / "city_0.jpg"), 1, "expected [1, 3, H, W]")
+    assert_one_line_error(run_cli("--model", gray, IMAGES / "city_0.jpg", "--stats"), 1, "expected [1, 3, H, W]")
 
 
 @pytest.mark.parametrize("which, text, pattern", [
@@ -192,10 +192,10 @@ def test_model_with_wrong_shapes(tmp_path):
 def test_bad_label_files_name_the_line(net, tmp_path, which, text, pattern):
     path = tmp_path / f"{'colors' if which == 'colors' else 'classes'}.txt"
     path.write_text(text)
-    proc = run_cli("--model", net / "fcn_resnet18.onnx", f"--{which}={path}", IMAGES / "city_0.jpg")
+    proc = run_cli("--model", net / "fcn_resnet18.onnx", f"--{which}={path}", IMAGES / "city_0.jpg", "--stats")
     assert_one_line_error(proc, 1, pattern)
 
 
 def test_missing_labels_file_is_a_usage_error(net, tmp_path):
-    assert_one_line_error(run_cli("--model", net, "--labels", tmp_path / "no.txt", IMAGES / "city_0.jpg"), 2,
+    assert_one_line_error(run_cli("--model", net, "--labels", tmp_path / "no.txt", IMAGES / "city_0.jpg", "--stats"), 2,
                           "--labels")

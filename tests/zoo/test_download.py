@@ -426,7 +426,8 @@ def test_cli_list_shows_every_network_and_install_state(server, models, archive,
 
     out = capsys.readouterr().out
     assert out.splitlines()[0] == f"models directory: {models}"
-    rows = {line.split()[0]: line for line in out.splitlines()[2:] if not line.startswith(" ")}
+    rows = {line.split()[0]: line for line in out.splitlines()[2:-1] if not line.startswith(" ")}
+    assert out.splitlines()[-1] == "a network's classes and colours: segnet-console --network NAME --legend legend.png"
     assert set(rows) == {info.name for info in NETWORKS}
     assert "576x320" in rows[INFO.name] and "DeepScene" in rows[INFO.name] and "96.4%" in rows[INFO.name]
     assert "installed (" in rows[INFO.name] and "KiB)" in rows[INFO.name]
