@@ -30,8 +30,9 @@ def shared_folder() -> Path:
     return folder
 
 
-def as_other_user(fn: Callable[[], object]) -> object:
-    """``fn()`` run as user and group ``nobody`` in a forked child: its JSON-able result, or
+def as_other_user(fn: Callable[[], object], gid: int = OTHER_GID) -> object:
+    """``fn()`` run as user ``nobody`` in a forked child, in group ``gid`` (``nobody``; 0 puts the second user
+    in the first one's group, as users sharing a folder are): its JSON-able result, or
     ``{"raised": "Type: message"}`` when it raised."""
     need_root()
     read, write = os.pipe()
@@ -41,7 +42,7 @@ def as_other_user(fn: Callable[[], object]) -> object:
         try:
             os.close(read)
             os.setgroups([])
-            os.setgid(OTHER_GID)
+            os.setgid(gid)
             os.setuid(OTHER_UID)
             try:
                 result: object = fn()
