@@ -103,18 +103,18 @@ def _to_rgb8(image, original) -> np.ndarray:
     if image.mode == "RGB":
         return np.asarray(image)
     if image.mode == "F":
-        values = np.nan_to_num(np.asarray(image, np.float32), nan=0.0)
-        grey = (np.clip(values, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+        floats = np.nan_to_num(np.asarray(image, np.float32), nan=0.0)
+        grey = (np.clip(floats, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     elif image.mode.startswith("I;16"):
         grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
     elif image.mode == "I":
-        values = np.asarray(image, np.int32)
+        ints = np.asarray(image, np.int32)
         tags = getattr(original, "tag_v2", {})
         if tags.get(258) in (32, (32,)):  # a 32-bit TIFF: signed when its SampleFormat says 2
             signed = tags.get(339) in (2, (2,))
-            grey = (np.maximum(values, 0) >> 23 if signed else values.view(np.uint32) >> 24).astype(np.uint8)
+            grey = (np.maximum(ints, 0) >> 23 if signed else ints.view(np.uint32) >> 24).astype(np.uint8)
         else:  # Pillow's "I" from 16-bit files (PGM, older PNG readers) holds 0..65535
-            grey = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+            grey = (np.clip(ints, 0, 65535) >> 8).astype(np.uint8)
     else:
         return np.asarray(image.convert("RGB"))
     return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))

@@ -222,7 +222,7 @@ def _sha256(path: Path) -> str:
 def _install_from(info, root, sources, *, force, retry, from_archive) -> None:
     tried = []
     session = None
-    seconds = retry.deadline or limit("SEGNET_DOWNLOAD_DEADLINE")
+    seconds = float(retry.deadline or limit("SEGNET_DOWNLOAD_DEADLINE") or 0)
     deadline = time.monotonic() + seconds
     try:
         for n, source in enumerate(sources):

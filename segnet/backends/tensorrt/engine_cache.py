@@ -123,7 +123,7 @@ def read_engine(path: Path) -> bytes:
         raise EngineUnusable("its record is missing, so it may be incomplete")
     try:
         record = read_json(meta, "an engine record")
-        size, sha256 = int(record["size"]), record["sha256"]  # type: ignore[index, call-overload]
+        size, sha256 = int(record["size"]), record["sha256"]  # type: ignore[index]
     except (BadJSON, ValueError, KeyError, TypeError):
         raise EngineUnusable("its record is damaged") from None
     data = path.read_bytes()
