@@ -79,7 +79,7 @@ def download_cli(*args, **kwargs):
 def test_gzip_bomb_from_archive_is_refused_while_streaming(tmp_path, models, monkeypatch):
     monkeypatch.setenv("SEGNET_MAX_ARCHIVE_BYTES", str(1 << 20))
     archive = tmp_path / f"{INFO.archive}.tar.gz"
-    archive.write_bytes(bomb(64 << 20))
+    archive.write_bytes(bomb(8 << 20))
     assert archive.stat().st_size < 200_000
     before = tree(models)
 
@@ -92,7 +92,7 @@ def test_gzip_bomb_from_archive_is_refused_while_streaming(tmp_path, models, mon
 
 def test_gzip_bomb_downloaded_by_segnet_console_is_refused(tmp_path, models, server, monkeypatch):
     monkeypatch.setenv("SEGNET_MAX_ARCHIVE_BYTES", str(1 << 20))
-    server.add(f"/zoo/{INFO.archive}.tar.gz", bomb(64 << 20))
+    server.add(f"/zoo/{INFO.archive}.tar.gz", bomb(8 << 20))
     before = tree(models)
 
     proc = run_cli("--network", INFO.name, "--models-dir", models, IMAGES / "trail_0.jpg", tmp_path / "o.png",
@@ -155,14 +155,14 @@ def test_installing_has_an_overall_deadline(models, server):
     slow = server.add("/slow.tar.gz", archive, drop_after=1000, drops=1000, delay=0.05)
     second = server.add("/second.tar.gz", archive)
     patient = RetryPolicy(attempts=10_000, backoff=0.01, max_backoff=0.01, connect_timeout=5, read_timeout=5,
-                          deadline=0.5)
+                          deadline=0.3)
 
     with pytest.raises(SegnetError) as info:
         install(INFO, models, urls=[slow, second], retry=patient)
 
     message = str(info.value)
     assert "the download deadline passed (SEGNET_DOWNLOAD_DEADLINE gives more time)" in message
-    assert f"{second} (not tried: the 0.5 s deadline had passed" in message
+    assert f"{second} (not tried: the 0.3 s deadline had passed" in message
     assert len(server.gets("/slow.tar.gz")) < 100 and server.gets("/second.tar.gz") == []
 
 

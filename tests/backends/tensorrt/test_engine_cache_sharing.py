@@ -150,9 +150,9 @@ def test_waiting_for_another_build_has_a_limit(tmp_path, monkeypatch):
     engine = tmp_path / "net.engine"
     other = filelock.FileLock(str(engine) + ".lock")  # another process, building
     other.acquire()
-    monkeypatch.setenv("SEGNET_LOCK_TIMEOUT", "0.3")
+    monkeypatch.setenv("SEGNET_LOCK_TIMEOUT", "0.1")
     try:
-        with pytest.raises(SegnetError, match=r"^gave up after 0.3 s waiting for another segnet process to build "
+        with pytest.raises(SegnetError, match=r"^gave up after 0.1 s waiting for another segnet process to build "
                                               rf"the TensorRT engine {engine} \(lock {engine}.lock\); if no segnet "
                                               r"process is still at it, try again, or wait longer with "
                                               r"SEGNET_LOCK_TIMEOUT$"):
