@@ -273,3 +273,13 @@ def test_list_gives_the_default_networks_measured_accuracy(models):
     assert "91.9%*" in row and "ships with segnet (" in row
     assert f"* {SHIPPED.name}: measured by segnet-eval on CamVid val" in out
 
+
+
+def test_waiting_for_another_download_has_a_limit(models, server, monkeypatch):
+    url = server.add("/n.tar.gz", make_archive())
+    monkeypatch.setenv("SEGNET_LOCK_TIMEOUT", "0.1")
+    expected = rf"^gave up after 0.1 s waiting for another process installing {INFO.name} \(lock .*\.lock\);"
+    # the lock held as by another process downloading the same network
+    with download._network_lock(INFO, models), pytest.raises(SegnetError, match=expected):
+        install(INFO, models, urls=[url], retry=FAST)
+    assert server.gets("/n.tar.gz") == [] and not (models / INFO.name).exists()
