@@ -318,7 +318,9 @@ def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str, 
                         out.seek(offset)
                         out.truncate()
                         size = offset
-                        while chunk := resp.raw.read1(_CHUNK, decode_content=False):
+                        # read1 (urllib3 2) returns what one receive gave, so the deadline is checked often
+                        read = getattr(resp.raw, "read1", resp.raw.read)
+                        while chunk := read(_CHUNK, decode_content=False):
                             size += len(chunk)
                             if size > most:
                                 raise _SourceError(_too_big(f"sent more than {most:,} bytes", most))
