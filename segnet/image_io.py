@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SegnetError, UsageError
-from .util import atomic_write
+from .options import limit
+from .util import atomic_write, describe_os_error
 
 READ_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tga", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
                    ".webp")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` RGB. EXIF orientation is not applied (jetson's loader ignores it too)."""
+    """uint8 ``[H, W, 3]`` RGB, upright as its EXIF orientation says (see ``decode_image``)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -26,31 +29,95 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except FileNotFoundError:
         raise SegnetError(f"{path}: no such file") from None
     except OSError as exc:
-        raise SegnetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise SegnetError(f"{path}: cannot read it ({describe_os_error(exc)})") from None
     return decode_image(path, str(path))
+
+
+def max_image_pixels() -> int | None:
+    """The most pixels an image or label may have: ``SEGNET_MAX_IMAGE_PIXELS``, else Pillow's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``; None: no limit)."""
+    from PIL import Image
+
+    value = limit("SEGNET_MAX_IMAGE_PIXELS")
+    return int(value) if value is not None else Image.MAX_IMAGE_PIXELS
+
+
+@contextlib.contextmanager
+def open_image(source, name: str, what: str = "image") -> Iterator:
+    """A Pillow image of ``source`` (a path or a binary file object), its size checked against
+    ``max_image_pixels`` before any pixel is decoded, with one-line errors that start with ``name``: a file
+    that cannot be read (no permission, a directory, an I/O error) is said to be so, and only what Pillow
+    finds wrong in the data is called truncated or corrupt."""
+    from PIL import Image, UnidentifiedImageError
+
+    most = max_image_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and (most is None or most > Image.MAX_IMAGE_PIXELS):
+        Image.MAX_IMAGE_PIXELS = most  # the user raised the limit: Pillow's own check must not refuse first
+    bomb = SegnetError(f"{name}: {what} is larger than {most or 0:,} pixels; refusing a possible decompression "
+                       "bomb (raise the limit with SEGNET_MAX_IMAGE_PIXELS)")
+    try:
+        with warnings.catch_warnings():  # segnet checks the size itself, below, at its own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+        with image:
+            width, height = image.size
+            if most is not None and width * height > most:
+                raise bomb
+            image.load()
+            yield image
+    except UnidentifiedImageError:
+        raise SegnetError(f"{name}: not {'an image' if what == 'image' else 'a ' + what} Pillow can read (is the "
+                          "extension right?)") from None
+    except IsADirectoryError:
+        raise SegnetError(f"{name}: is a directory, not {'an image' if what == 'image' else 'a ' + what}") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the system could not read the file: its data may well be fine
+            raise SegnetError(f"{name}: cannot read it ({describe_os_error(exc)})") from None
+        raise SegnetError(f"{name}: truncated or corrupt {what} ({exc})") from None
+    except Image.DecompressionBombError:
+        raise bomb from None
+    except (SyntaxError, ValueError, EOFError) as exc:  # Pillow's decoders
+        raise SegnetError(f"{name}: truncated or corrupt {what} ({exc})") from None
 
 
 def decode_image(source, name: str) -> np.ndarray:
     """An image file (a path or a binary file object) -> uint8 ``[H, W, 3]`` RGB, with one-line errors that
-    start with ``name``."""
-    from PIL import Image, UnidentifiedImageError
+    start with ``name``.
 
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between its limit and twice it; refuse there too rather than decode it.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                image.load()
-                return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise SegnetError(f"{name}: image is larger than {Image.MAX_IMAGE_PIXELS} pixels; refusing a possible "
-                          "decompression bomb") from None
-    except UnidentifiedImageError:
-        raise SegnetError(f"{name}: not an image Pillow can read (is the extension right?)") from None
-    except IsADirectoryError:
-        raise SegnetError(f"{name}: is a directory") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # Pillow raises these for truncated/corrupt data
-        raise SegnetError(f"{name}: truncated or corrupt image ({exc})") from None
+    Deeper pixels are scaled to 8 bits, never clipped: 16-bit images by their top 8 bits (as jetson's
+    stb_image loader does), 32-bit integers likewise by their full range, floating point as 0..1. The EXIF
+    orientation is applied, so the picture is upright as every viewer shows it (jetson ignores it; for the
+    images without that tag, which is all of jetson's, the result is the same)."""
+    from PIL import ImageOps
+
+    with open_image(source, name) as image:
+        try:
+            upright = ImageOps.exif_transpose(image)
+        except Exception:  # a damaged EXIF block: keep the pixels as stored
+            upright = image
+        return _to_rgb8(upright, image)
+
+
+def _to_rgb8(image, original) -> np.ndarray:
+    """Any Pillow mode -> contiguous uint8 RGB; ``original`` tells a TIFF's bit depth and sample format."""
+    if image.mode == "RGB":
+        return np.asarray(image)
+    if image.mode == "F":
+        floats = np.nan_to_num(np.asarray(image, np.float32), nan=0.0)
+        grey = (np.clip(floats, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    elif image.mode.startswith("I;16"):
+        grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+    elif image.mode == "I":
+        ints = np.asarray(image, np.int32)
+        tags = getattr(original, "tag_v2", {})
+        if tags.get(258) in (32, (32,)):  # a 32-bit TIFF: signed when its SampleFormat says 2
+            signed = tags.get(339) in (2, (2,))
+            grey = (np.maximum(ints, 0) >> 23 if signed else ints.view(np.uint32) >> 24).astype(np.uint8)
+        else:  # Pillow's "I" from 16-bit files (PGM, older PNG readers) holds 0..65535
+            grey = (np.clip(ints, 0, 65535) >> 8).astype(np.uint8)
+    else:
+        return np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
 
 
 def is_image_name(path: str | os.PathLike) -> bool:

@@ -27,6 +27,38 @@ from .errors import OptionError, UsageError
 #: raises it): 4096 x 4096 is 200 MB of float32 input.
 MAX_INPUT_PIXELS = 4096 * 4096
 
+#: Every limit that keeps segnet's work bounded, by the environment variable that changes it: (default, what
+#: it bounds). Read when used, so a library user can set them with ``os.environ`` too. The README's "Limits
+#: and guarantees" section lists the same (a test checks it names each one).
+LIMITS: dict[str, tuple[float | None, str]] = {
+    "SEGNET_MAX_INPUT_PIXELS": (MAX_INPUT_PIXELS, "pixels of one network input (--input-size, a model's own size, "
+                                "or an image's size for a model with a symbolic size)"),
+    "SEGNET_MAX_IMAGE_PIXELS": (None, "pixels of one image or label (default: Pillow's decompression-bomb "
+                                "limit, PIL.Image.MAX_IMAGE_PIXELS)"),
+    "SEGNET_MAX_ARCHIVE_BYTES": (1 << 29, "bytes of a model archive, downloaded and unpacked"),
+    "SEGNET_MAX_ARCHIVE_MEMBERS": (10_000, "members (files, folders) of a model archive"),
+    "SEGNET_DOWNLOAD_TRIES": (5, "tries per download URL (only errors that can change are tried again)"),
+    "SEGNET_DOWNLOAD_DEADLINE": (1800, "seconds for installing one network from all its URLs"),
+    "SEGNET_LOCK_TIMEOUT": (3600, "seconds to wait for another process's download or TensorRT engine build"),
+    "SEGNET_RAY_CONNECT_TIMEOUT": (30, "seconds to reach a Ray cluster given by address"),
+}
+
+
+def limit(variable: str) -> float | None:
+    """The limit ``variable`` names (a key of ``LIMITS``): the environment's positive number, else the default.
+    A value that is not a positive number is a one-line UsageError, not silently ignored."""
+    default, _ = LIMITS[variable]
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{variable}={text!r}: give a number above 0")
+    return value
+
 VISUALIZE_MODES = ("overlay", "mask")
 FILTER_MODES = ("point", "linear")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -41,8 +73,7 @@ Coerce = Callable[[str, Any], Any]
 
 
 def max_input_pixels() -> int:
-    value = os.environ.get("SEGNET_MAX_INPUT_PIXELS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else MAX_INPUT_PIXELS
+    return int(limit("SEGNET_MAX_INPUT_PIXELS") or MAX_INPUT_PIXELS)
 
 
 # -- validators: (option name, value) -> normalised value, or OptionError ------------------------------

@@ -18,7 +18,7 @@ from .image_io import read_image
 from .model_format import input_layout as input_layout_of
 from .model_format import output_layout as output_layout_of
 from .model_format import spatial, symbolic_size, to_chw, with_background
-from .options import Options
+from .options import Options, check_input_pixels, max_input_pixels
 from .options import visualize as check_visualize
 from .preprocess import prepare as prepare_input
 from .zoo.resolve import locate
@@ -130,6 +130,8 @@ class Segmenter:
                 size = "x".join(map(str, self.format.input_size))
                 raise UsageError(f"{self._describe()} has a fixed input size of {w}x{h}; "
                                  f"{option('input_size', size)} is for models whose size is symbolic")
+            if fixed is not None and self.format.input_size is None:
+                _check_input_pixels(*fixed, f"model {self.files.model}")  # before anything is allocated
             self.input_size = self.format.input_size or fixed  # (W, H); None: from each image
             self._output_layout = self.format.output_layout
             self.num_classes = self._probe_classes()
@@ -225,7 +227,11 @@ class Segmenter:
         """An image (path, PIL, array) -> network input; safe to run in worker threads."""
         rgb = as_rgb(image)
         f = self.format
-        w, h = self.input_size or symbolic_size(rgb.shape[1], rgb.shape[0], f.size_multiple)
+        if self.input_size is not None:
+            w, h = self.input_size
+        else:  # the image decides the network's size: check it, so that this image alone fails
+            w, h = symbolic_size(rgb.shape[1], rgb.shape[0], f.size_multiple)
+            _check_input_pixels(w, h, f"a {rgb.shape[1]}x{rgb.shape[0]} image")
         tensor, region = prepare_input(rgb, w, h, mean=f.mean, std=f.std, bgr=f.bgr, resize_mode=f.resize,
                                        layout=self.input_layout)
         return Prepared(rgb, tensor, region)
@@ -275,6 +281,16 @@ def as_rgb(image) -> np.ndarray:
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise SegnetError("the image is empty (0 pixels)")
     return np.ascontiguousarray(array[..., :3])
+
+
+def _check_input_pixels(width: int, height: int, what: str) -> None:
+    """``options.check_input_pixels`` for a size that comes from a model or an image rather than an option:
+    a SegnetError (exit 1: that model or image fails), not a usage error."""
+    max_input_pixels()  # a bad SEGNET_MAX_INPUT_PIXELS stays a usage error
+    try:
+        check_input_pixels(width, height, what)
+    except UsageError as exc:
+        raise SegnetError(str(exc)) from None
 
 
 def _find_class(names: list[str], name: str | None) -> int | None:

@@ -15,12 +15,13 @@ FP16 models, downloads, manifests, trained networks) goes through ``atomic_write
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -93,6 +94,9 @@ class atomic_path:
             if not self.tmp.exists():
                 raise SegnetError(f"cannot write {self.path}: nothing was written")
             _publish(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise SegnetError(f"cannot write {self.path}: {describe_os_error(exc)}") from None
         except BaseException:
             self.discard()
             raise
@@ -145,6 +149,10 @@ def describe_os_error(exc: OSError) -> str:
         reason = "no space left on the device"
     elif exc.errno == 36:
         reason = "file name too long"
+    elif exc.errno == 13:
+        reason = "permission denied"
+    elif exc.errno == 5:
+        reason = "input/output error (a failing disk or network file system?)"
     return reason
 
 
@@ -156,9 +164,14 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class BadJSON(SegnetError):
+    """A file that was read but does not hold usable JSON (not UTF-8, not JSON, nested too deeply): its
+    contents are wrong, as opposed to the file being missing or unreadable."""
+
+
 def read_json(path: str | os.PathLike, what: str = "data") -> object:
-    """A JSON file's value; a file that is missing, unreadable, not UTF-8, not JSON or nested too deeply
-    is a one-line SegnetError."""
+    """A JSON file's value; a file that is missing, unreadable or a directory is a one-line SegnetError, one
+    that is not UTF-8, not JSON or nested too deeply a one-line ``BadJSON``."""
     import json
 
     try:
@@ -167,8 +180,51 @@ def read_json(path: str | os.PathLike, what: str = "data") -> object:
     except OSError as exc:
         raise SegnetError(f"cannot read {path}: {describe_os_error(exc)}") from None
     except UnicodeDecodeError:
-        raise SegnetError(f"{path}: not UTF-8 text (expected JSON {what})") from None
+        raise BadJSON(f"{path}: not UTF-8 text (expected JSON {what})") from None
     except RecursionError:
-        raise SegnetError(f"{path}: nested too deeply to be {what}") from None
+        raise BadJSON(f"{path}: nested too deeply to be {what}") from None
     except ValueError as exc:
-        raise SegnetError(f"{path}: not valid JSON ({exc})") from None
+        raise BadJSON(f"{path}: not valid JSON ({exc})") from None
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """OSErrors of the block (a full disk, a writer that reports ENOSPC its own way) become one-line
+    SegnetErrors naming ``path``: for writers that write a temporary file themselves (a video muxer)."""
+    try:
+        yield
+    except OSError as exc:
+        raise SegnetError(f"cannot write {path}: {describe_os_error(exc)}") from None
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike, what: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the inter-process file lock ``path`` for the block. ``on_wait()`` runs once when another process
+    holds it; waiting is limited by ``SEGNET_LOCK_TIMEOUT``. A lock that cannot be taken (a directory in its
+    place, no permission) or a wait past the limit is a one-line SegnetError saying what was waited for
+    (``what``). The lock file follows the umask, so users who share the folder can share the lock."""
+    import filelock
+
+    from .options import limit
+
+    path = Path(path)
+    if path.is_dir():
+        raise SegnetError(f"{path} is a directory where segnet keeps a lock file: remove it")
+    timeout = limit("SEGNET_LOCK_TIMEOUT")
+    lock = filelock.FileLock(os.fspath(path), mode=new_file_mode())
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if on_wait is not None:
+                on_wait()
+            lock.acquire(timeout=timeout)
+    except filelock.Timeout:
+        raise SegnetError(f"gave up after {timeout:g} s waiting for {what} (lock {path}); if no segnet process "
+                          "is still at it, try again, or wait longer with SEGNET_LOCK_TIMEOUT") from None
+    except OSError as exc:
+        raise SegnetError(f"cannot take the lock {path}: {describe_os_error(exc)}") from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SegnetError, UsageError
-from ..zoo.registry import NETWORKS, NetworkInfo, find_network, is_installed, models_dir
+from ..zoo.registry import NETWORKS, NetworkInfo, find_network, is_installed, models_dir, network_dir
 from .common import Parser, add_verbosity, configure_output, error_line, guarded
 
 PROG = "segnet-download-models"
@@ -78,14 +78,19 @@ def _download(args, root: Path) -> int:
     if args.all:
         networks = []
         for info in NETWORKS:
-            if candidate_urls(info) or is_installed(info, root):
+            if candidate_urls(info):
                 networks.append(info)
+            elif info.ships_with_segnet:
+                log.info(f"skipping {info.name}: it ships with segnet")
             else:
                 log.info(f"skipping {info.name}: no download URL (install it with --archive FILE {info.name})")
     else:
         networks = _networks(args.names)
     failed = 0
     for info in networks:
+        if info.ships_with_segnet and not args.force:
+            log.info(f"{info.name} ships with segnet ({network_dir(info, root)}): nothing to download")
+            continue
         if is_installed(info, root) and not args.force:
             log.info(f"{info.name} is already installed in {root} (--force reinstalls)")
             continue
@@ -137,7 +142,7 @@ def _verify(args, root: Path) -> int:
     if args.names:
         networks = _networks(args.names)
     else:
-        networks = [info for info in NETWORKS if (root / info.name).is_dir()]
+        networks = [info for info in NETWORKS if (root / info.name).is_dir() or info.ships_with_segnet]
         if not networks:
             log.info(f"no networks installed in {root}")
             return 0
@@ -149,22 +154,26 @@ def _verify(args, root: Path) -> int:
             for problem in problems:
                 error_line(PROG, f"{info.name}: {problem}")
         else:
-            print(f"{info.name}: ok")
+            print(f"{info.name}: ok{' (as shipped with segnet)' if info.ships_with_segnet else ''}")
     return 1 if bad else 0
 
 
 def _list(root: Path) -> None:
     rows = [("NAME", "INPUT", "CLASSES", "DATASET", "ACCURACY", "STATUS")]
     aliases = {}
+    notes: list[str] = []
     for info in NETWORKS:
-        folder = root / info.name
+        folder = network_dir(info, root)
         if is_installed(info, root):
-            status = f"installed ({_size(folder)})"
+            status = f"{'ships with segnet' if info.ships_with_segnet else 'installed'} ({_size(folder)})"
         elif folder.is_dir():
             status = "incomplete"
         else:
             status = "not installed"
         accuracy = f"{info.accuracy:.1%}" if info.accuracy is not None else "-"
+        if info.accuracy_measured:
+            accuracy += "*"
+            notes.append(f"* {info.name}: {info.accuracy_measured}")
         width, height = info.input_size
         rows.append((info.name, f"{width}x{height}", str(info.num_classes), info.dataset, accuracy, status))
         aliases[info.name] = info.aliases
@@ -174,6 +183,10 @@ def _list(root: Path) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if aliases.get(row[0]):
             print(f"    aliases: {', '.join(aliases[row[0]])}")
+    print("accuracy: global pixel accuracy on the dataset's validation split, as jetson-inference published it"
+          + (" (* measured by segnet)" if notes else ""))
+    for note in notes:
+        print(note)
     print("a network's classes and colours: segnet-console --network NAME --legend legend.png")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegnetError
-from ..image_io import READ_EXTENSIONS, read_image
+from ..image_io import READ_EXTENSIONS, open_image, read_image
 from ..progress import progress
 from . import metrics
 
@@ -30,16 +30,12 @@ def upsample_bilinear(scores: np.ndarray, width: int, height: int, region=None) 
 
 
 def read_label(path: Path) -> np.ndarray:
-    """An index PNG as ``[H, W]`` class ids."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("L", "P", "I", "I;16"):
-                raise SegnetError(f"{path}: a label must be a single-channel index image, not {image.mode}")
-            return np.asarray(image)
-    except OSError as exc:
-        raise SegnetError(f"{path}: cannot read label ({exc})") from None
+    """An index PNG as ``[H, W]`` class ids, with the size limit and one-line errors images get
+    (``image_io.open_image``)."""
+    with open_image(path, str(path), "label") as image:
+        if image.mode not in ("L", "P", "I", "I;16"):
+            raise SegnetError(f"{path}: a label must be a single-channel index image, not {image.mode}")
+        return np.asarray(image)
 
 
 def pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:

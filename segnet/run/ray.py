@@ -56,6 +56,31 @@ def import_ray():
     return ray
 
 
+def check_reachable(address: str) -> None:
+    """Refuse a Ray address (``host:port`` or ``ray://host:port``) where nothing answers within
+    ``SEGNET_RAY_CONNECT_TIMEOUT`` seconds: ``ray.init`` itself waits on such an address for many minutes.
+    ``auto``, ``local`` and an empty address (a local instance) need no check."""
+    import socket
+
+    from ..options import limit
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\s/\[\]]+?)\]?:(\d{1,5})/?", address.strip())
+    if match is None:
+        return
+    host, port = match[1], int(match[2])
+    timeout = limit("SEGNET_RAY_CONNECT_TIMEOUT")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except TimeoutError:
+        raise SegnetError(f"cannot reach the Ray cluster at {address}: no answer within {timeout:g} s (wait longer "
+                          "with SEGNET_RAY_CONNECT_TIMEOUT)") from None
+    except OSError as exc:
+        reason = "host not found" if isinstance(exc, socket.gaierror) else (exc.strerror or str(exc)).lower()
+        raise SegnetError(f"cannot reach the Ray cluster at {address}: {reason}; start it (ray start --head) or "
+                          "give its address") from None
+
+
 class SegmentBatch:
     """For ``Dataset.map_batches(SegmentBatch, fn_constructor_kwargs=...)``: segments each row's image
     with one network per actor, loaded lazily on the worker.
@@ -195,6 +220,9 @@ def run_folder(inputs: list[Path], outputs: list[Path | None], options: Options,
     defaults to every CPU of the cluster (``ray_gpus=0``) or every GPU (``ray_gpus`` per actor). Paths must
     mean the same files on every node (shared storage).
     """
+    loaded = sys.modules.get("ray")
+    if loaded is None or not loaded.is_initialized():
+        check_reachable(options.ray or os.environ.get("RAY_ADDRESS") or "")
     ray = import_ray()
     emit = on_event or (lambda event: None)
     if len(inputs) != len(outputs):

@@ -65,6 +65,8 @@ def output_kind(output: str | os.PathLike) -> str:
 
     text = os.fspath(output)
     path = Path(text)
+    if len(os.fsencode(path.name)) > 255:
+        raise UsageError(f"{text}: the file name is longer than file systems allow (255 bytes)")
     if SEQUENCE.search(path.name):
         return "sequence"
     if path.is_dir() or text.endswith(("/", os.sep)) or not path.suffix:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegnetError
-from ..util import atomic_path
+from ..util import atomic_path, writing
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 
@@ -69,6 +69,10 @@ class VideoWriter:
         self.count = 0
 
     def write(self, rgb: np.ndarray) -> None:
+        with writing(self.path):  # a full disk: one line naming the video, not PyAV's OSError
+            self._write(rgb)
+
+    def _write(self, rgb: np.ndarray) -> None:
         av = _av()
         if self.container is None:
             self._target = atomic_path(self.path, suffix=self.path.suffix)
@@ -91,9 +95,10 @@ class VideoWriter:
         if self.container is None:
             return
         try:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-            self.container.close()
+            with writing(self.path):
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+                self.container.close()
             self.container = None
             if self._target is not None:
                 self._target.commit()

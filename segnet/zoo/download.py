@@ -32,9 +32,10 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from ..errors import SegnetError
+from ..options import limit
 from ..progress import progress
-from ..util import atomic_write, file_sha256
-from .registry import MODEL_FILE, NETWORK_FILES, NetworkInfo, is_installed, models_dir
+from ..util import atomic_write, describe_os_error, file_sha256, locked, read_json
+from .registry import MODEL_FILE, NETWORK_FILES, NetworkInfo, is_installed, models_dir, network_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,16 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try one URL before moving on to the next."""
+    """How hard to try one URL before moving on to the next. Only failures that can change (a dropped
+    connection, a timeout, a 5xx or 429 answer) are tried again; every failed try counts, including one that
+    got some bytes (the next try resumes from them)."""
 
-    attempts: int = 4  # tries without progress; a try that gained bytes does not count
+    attempts: int | None = None  # tries per URL; None: SEGNET_DOWNLOAD_TRIES (default 5)
     backoff: float = 1.0  # seconds before the second try, doubled for each later one
     max_backoff: float = 15.0
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
+    deadline: float | None = None  # seconds for the whole install, every URL; None: SEGNET_DOWNLOAD_DEADLINE
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -73,9 +77,21 @@ class _BadArchive(SegnetError):
     """The archive is damaged, unsafe, or not a segnet network."""
 
 
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed or recorded: without the user name and password it may carry
+    (``http://user:secret@host/`` -> ``http://host/``)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def candidate_urls(info: NetworkInfo, mirror: str | None = None) -> list[str]:
     """Where to look for ``info``'s archive, in order: the mirror (``mirror`` or ``$SEGNET_MODEL_MIRROR``,
-    a base URL or folder holding ``<archive>.tar.gz``), the primary URL, then the GitHub release mirror."""
+    a base URL or folder holding ``<archive>.tar.gz``), the primary URL, then the GitHub release mirror. A
+    network that ships with segnet has none: no archive of it exists anywhere."""
+    if info.ships_with_segnet:
+        return []
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     found = [f"{mirror.rstrip('/')}/{info.archive}.tar.gz" if mirror else None, info.url, info.mirror_url]
     return list(dict.fromkeys(u for u in found if u))
@@ -105,6 +121,11 @@ def install(
         sources = [os.fspath(archive)]
     else:
         sources = list(urls) if urls is not None else candidate_urls(info, mirror)
+    if not sources and info.ships_with_segnet:
+        raise SegnetError(
+            f"{info.name} ships with segnet (in {network_dir(info, root)}): there is nothing to download; "
+            f"'segnet-download-models --verify {info.name}' checks its files, reinstalling segnet restores them"
+        )
     if not sources:
         raise SegnetError(
             f"{info.name} has no download URL; get {info.archive}.tar.gz and run "
@@ -133,33 +154,66 @@ def install(
 
 
 def verify(info: NetworkInfo, root: str | os.PathLike | None = None) -> list[str]:
-    """What is wrong with the installed ``info`` compared with its install manifest; empty when intact."""
-    folder = models_dir(root) / info.name
-    if not folder.is_dir():
-        return [f"not installed in {folder.parent}"]
-    manifest = read_manifest(info, root)
-    if manifest is None:
-        return [f"no readable {MANIFEST_NAME} (installed by hand?); reinstall with --force to record one"]
+    """What is wrong with the installed ``info`` compared with its install manifest (a network that ships
+    with segnet: with the checksums committed in the registry); empty when intact."""
+    if info.ships_with_segnet:
+        folder = network_dir(info, models_dir(root))
+        expected = dict(info.shipped_sha256)
+        what = "shipped"
+    else:
+        folder = models_dir(root) / info.name
+        if not folder.is_dir():
+            return [f"not installed in {folder.parent}"]
+        manifest, problem = _load_manifest(folder)
+        if manifest is None:
+            return [f"{problem}; reinstall with --force to record a new one"]
+        expected = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+        what = "installed"
     problems = []
     for name in NETWORK_FILES:
         path = folder / name
-        expected = manifest.get("files", {}).get(name, {}).get("sha256")
         if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif expected is None:
+            problems.append(f"{name} is missing from {folder}")
+        elif name not in expected:
             problems.append(f"{name} is not in the manifest")
-        elif (actual := file_sha256(path)) != expected:
-            problems.append(f"{name} was modified (sha256 {actual[:16]}, installed {expected[:16]})")
+        elif (actual := _sha256(path)) != expected[name]:
+            problems.append(f"{name} was modified (sha256 {actual[:16]}, {what} {expected[name][:16]})")
     return problems
 
 
 def read_manifest(info: NetworkInfo, root: str | os.PathLike | None = None) -> dict | None:
-    """The install manifest of ``info``, or None when there is none or it is unreadable."""
+    """The install manifest of ``info``, or None when there is none or it is unreadable or damaged."""
+    return _load_manifest(models_dir(root) / info.name)[0]
+
+
+def _load_manifest(folder: Path) -> tuple[dict | None, str]:
+    """``(manifest, "")`` with every value segnet reads checked for its type, or ``(None, what is wrong)``."""
+    path = folder / MANIFEST_NAME
+    if not path.exists():
+        return None, f"no {MANIFEST_NAME} (installed by hand?)"
     try:
-        data = json.loads((models_dir(root) / info.name / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        data = read_json(path, "a manifest")
+    except SegnetError as exc:
+        return None, str(exc)
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        problem = "it is not a JSON object"
+    elif not isinstance(data.get("archive_sha256", ""), str):
+        problem = "its archive_sha256 is not text"
+    elif not isinstance(files, dict):
+        problem = "its files are not a JSON object"
+    elif not all(isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in files.values()):
+        problem = "its files lack a sha256 text each"
+    else:
+        return data, ""
+    return None, f"{path} is damaged ({problem})"
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        return f"unreadable: {describe_os_error(exc)}"
 
 
 # -- sources -------------------------------------------------------------------------------------------
@@ -168,8 +222,14 @@ def read_manifest(info: NetworkInfo, root: str | os.PathLike | None = None) -> d
 def _install_from(info, root, sources, *, force, retry, from_archive) -> None:
     tried = []
     session = None
+    seconds = float(retry.deadline or limit("SEGNET_DOWNLOAD_DEADLINE") or 0)
+    deadline = time.monotonic() + seconds
     try:
         for n, source in enumerate(sources):
+            if time.monotonic() > deadline:
+                tried.append(f"{shown_url(source)} (not tried: the {seconds:g} s deadline had passed; "
+                             "SEGNET_DOWNLOAD_DEADLINE gives more)")
+                continue
             try:
                 local = _local_path(source)
                 if local is not None:
@@ -183,17 +243,17 @@ def _install_from(info, root, sources, *, force, retry, from_archive) -> None:
 
                     session = requests.Session()
                     session.headers["User-Agent"] = "segnet-download-models"
-                log.info(f"downloading {info.name} from {source}")
+                log.info(f"downloading {info.name} from {shown_url(source)}")
                 fd, part = tempfile.mkstemp(dir=root, prefix=f".{info.name}.", suffix=".part")
                 os.close(fd)
                 try:
-                    _download(session, source, Path(part), retry, label=info.name)
-                    _install_archive(info, Path(part), root, source, force=force)
+                    _download(session, source, Path(part), retry, label=info.name, deadline=deadline)
+                    _install_archive(info, Path(part), root, shown_url(source), force=force)
                 finally:
                     Path(part).unlink(missing_ok=True)
                 return
             except (_SourceError, _BadArchive) as exc:
-                tried.append(f"{source} ({exc})")
+                tried.append(f"{shown_url(source)} ({exc})")
                 if n + 1 < len(sources):
                     log.info(f"  failed: {exc}; trying the next source")
     finally:
@@ -221,8 +281,10 @@ def _local_path(source: str) -> Path | None:
     return Path(source).expanduser()
 
 
-def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str) -> None:
-    """Stream ``url`` into ``dest``; after a dropped connection, ask for the rest with a Range request."""
+def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str, deadline: float) -> None:
+    """Stream ``url`` into ``dest``; after a dropped connection, ask for the rest with a Range request.
+    Bounded: ``retry.attempts`` failed tries, the install's ``deadline`` (``time.monotonic``), and
+    ``SEGNET_MAX_ARCHIVE_BYTES`` for the file."""
     import requests
     import urllib3
 
@@ -230,6 +292,8 @@ def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str) 
         requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
         ConnectionError, TimeoutError,
     )
+    attempts = retry.attempts or int(limit("SEGNET_DOWNLOAD_TRIES") or 1)
+    most = int(limit("SEGNET_MAX_ARCHIVE_BYTES") or 0)
     failures = 0
     validator = None  # ETag or Last-Modified of the first answer: resume only the same file (If-Range)
     bar = progress(None, label, unit="B", bytes=True)
@@ -245,13 +309,22 @@ def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str) 
                 timeout = (retry.connect_timeout, retry.read_timeout)
                 with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
                     offset, total = _body_span(resp, have, dest)
+                    if total is not None and total > most:
+                        raise _SourceError(_too_big(f"is {total:,} bytes", most))
                     validator = validator or _validator(resp)
                     bar.reset(total)
                     bar.update(offset)
                     with open(dest, "r+b") as out:
                         out.seek(offset)
                         out.truncate()
-                        for chunk in resp.raw.stream(_CHUNK, decode_content=False):
+                        size = offset
+                        # read1 (urllib3 2) returns what one receive gave, so the deadline is checked often
+                        read = getattr(resp.raw, "read1", resp.raw.read)
+                        while chunk := read(_CHUNK, decode_content=False):
+                            size += len(chunk)
+                            if size > most:
+                                raise _SourceError(_too_big(f"sent more than {most:,} bytes", most))
+                            _check_deadline(deadline)
                             out.write(chunk)
                             bar.update(len(chunk))
                         out.flush()
@@ -262,17 +335,26 @@ def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str) 
                 return
             except (_Transient, *network_errors) as exc:
                 reason = str(exc) if isinstance(exc, _Transient) else _network_reason(exc)
-                if _unreachable(exc):  # offline or nothing listening: waiting will not help
+                if _final(exc):  # offline, nothing listening, a redirect loop, a bad URL: trying again won't help
                     raise _SourceError(reason) from exc
-                if dest.stat().st_size <= have:
-                    failures += 1  # a try that gained bytes is progress, not a failure
-                if failures >= retry.attempts:
+                failures += 1  # every failed try counts, also one that got some bytes (the next one resumes)
+                if failures >= attempts:
                     raise _SourceError(reason + (f", {failures} tries" if failures > 1 else "")) from exc
-                delay = min(retry.backoff * 2 ** max(failures - 1, 0), retry.max_backoff)
+                delay = min(retry.backoff * 2 ** (failures - 1), retry.max_backoff)
+                _check_deadline(deadline, delay)
                 log.info("  %s; retrying in %gs", reason, delay)
                 time.sleep(delay)
     finally:
         bar.close()
+
+
+def _too_big(what: str, most: int) -> str:
+    return f"the archive {what}, more than segnet downloads ({most:,}; raise it with SEGNET_MAX_ARCHIVE_BYTES)"
+
+
+def _check_deadline(deadline: float, after: float = 0.0) -> None:
+    if time.monotonic() + after > deadline:
+        raise _SourceError("the download deadline passed (SEGNET_DOWNLOAD_DEADLINE gives more time)")
 
 
 def _body_span(resp, have: int, dest: Path) -> tuple[int, int | None]:
@@ -302,11 +384,19 @@ def _validator(resp) -> str | None:
     return resp.headers.get("Last-Modified")
 
 
-def _unreachable(exc: BaseException) -> bool:
-    """Whether the host name did not resolve or the host refused the connection. urllib3 nests the cause
-    (requests' ConnectionError -> MaxRetryError.reason -> NewConnectionError -> OSError), so walk it."""
+def _final(exc: BaseException) -> bool:
+    """Whether trying ``exc``'s request again cannot help: the host name did not resolve, the host refused
+    the connection, the redirects loop, the URL is unusable, TLS refused the server's certificate. urllib3
+    nests the cause (requests' ConnectionError -> MaxRetryError.reason -> NewConnectionError -> OSError),
+    so walk it."""
     import socket
 
+    import requests
+
+    if isinstance(exc, (requests.TooManyRedirects, requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                        requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader,
+                        requests.exceptions.SSLError)):
+        return True
     pending: list = [exc]
     seen: set[int] = set()
     while pending:
@@ -329,6 +419,11 @@ def _network_reason(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS error"
+    if isinstance(exc, requests.TooManyRedirects):
+        return "redirected in a loop (too many redirects)"
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                        requests.exceptions.MissingSchema)):
+        return "not a usable URL"
     errno_text = re.search(r"\[Errno -?\d+\] ([^'\"()\]]+)", str(exc))
     if errno_text:
         return errno_text[1].strip()
@@ -381,10 +476,15 @@ def _check_gzip(archive: Path) -> str:
             digest.update(block)
     if archive.stat().st_size == 0:
         raise _BadArchive("archive is empty")
+    most = int(limit("SEGNET_MAX_ARCHIVE_BYTES") or 0)
+    unpacked = 0
     try:
         with gzip.open(archive, "rb") as stream:
-            while stream.read(1 << 20):
-                pass
+            while block := stream.read(1 << 20):
+                unpacked += len(block)
+                if unpacked > most:  # before anything is written: a gzip bomb stops here
+                    raise _BadArchive(f"it unpacks to more than {most:,} bytes; refusing a possible "
+                                      "decompression bomb (raise the limit with SEGNET_MAX_ARCHIVE_BYTES)")
     except (OSError, EOFError, zlib.error) as exc:
         raise _BadArchive(f"not an intact gzip file: {exc}") from exc
     return digest.hexdigest()
@@ -394,9 +494,19 @@ def _extract_network(archive: Path, folder: str, out: Path) -> dict[str, dict]:
     """Copy ``<folder>/<file>`` for each network file out of the archive into ``out``; every member is
     checked first and only those regular files are ever written. Returns each file's sha256 and size."""
     found: dict[str, dict] = {}
+    most_bytes = int(limit("SEGNET_MAX_ARCHIVE_BYTES") or 0)
+    most_members = int(limit("SEGNET_MAX_ARCHIVE_MEMBERS") or 0)
+    declared = 0
     try:
         with tarfile.open(archive, "r|gz") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                if count > most_members:
+                    raise _BadArchive(f"it has more than {most_members:,} members (raise the limit with "
+                                      "SEGNET_MAX_ARCHIVE_MEMBERS)")
+                declared += member.size if member.isreg() else 0
+                if declared > most_bytes:  # what the tar headers declare, checked before writing it
+                    raise _BadArchive(f"its files hold more than {most_bytes:,} bytes (raise the limit with "
+                                      "SEGNET_MAX_ARCHIVE_BYTES)")
                 problem = _unsafe_member(member)
                 if problem:
                     raise _BadArchive(f"refusing unsafe archive member '{member.name}' ({problem})")
@@ -483,19 +593,10 @@ def _network_lock(info: NetworkInfo, root: Path):
     (deleting a lock file others may wait on breaks the lock); they are empty and harmless. When the cache
     folder is not writable the lock falls back to ``<models dir>/.locks/``.
     """
-    import filelock
-
     key = hashlib.sha256(os.fsencode(root.resolve())).hexdigest()[:16]
-    lock = filelock.FileLock(os.fspath(_lock_folder(root) / f"{info.name}-{key}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        log.info(f"waiting for another process installing {info.name}")
-        lock.acquire()
-    try:
+    with locked(_lock_folder(root) / f"{info.name}-{key}.lock", f"another process installing {info.name}",
+                lambda: log.info(f"waiting for another process installing {info.name}")):
         yield
-    finally:
-        lock.release()
 
 
 def _lock_folder(root: Path) -> Path:

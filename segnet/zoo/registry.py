@@ -54,7 +54,14 @@ class NetworkInfo:
     aliases: tuple[str, ...] = ()
     url: str | None = None  # primary download URL (NVIDIA's box share); None: shipped with segnet
     classes: tuple[str, ...] = ()  # empty where only the archive's classes.txt knows them
-    accuracy: float | None = None  # the seed table's global pixel accuracy, 0..1
+    accuracy: float | None = None  # global pixel accuracy on the dataset's validation split, 0..1
+    accuracy_measured: str = ""  # where segnet measured ``accuracy`` itself; empty: jetson's published table
+    shipped_sha256: tuple[tuple[str, str], ...] = ()  # a network that ships with segnet: its files' SHA-256
+
+    @property
+    def ships_with_segnet(self) -> bool:
+        """Whether the network comes with segnet (and has nothing to download)."""
+        return self.url is None and bool(self.shipped_sha256)
 
     @property
     def mirror_url(self) -> str | None:
@@ -79,7 +86,13 @@ NETWORKS: tuple[NetworkInfo, ...] = (
     NetworkInfo(
         name=DEFAULT_NETWORK, archive="FCN-ResNet18-CamVid-480x352", input_size=(480, 352), num_classes=11,
         dataset="CamVid", licence="CC BY-NC 4.0 (trained on CamVid)", aliases=("fcn-resnet18-camvid",),
-        classes=CAMVID_11,
+        classes=CAMVID_11, accuracy=0.919,
+        accuracy_measured="measured by segnet-eval on CamVid val (101 images; see its MODEL_CARD.md)",
+        shipped_sha256=(  # as committed in models/<name>/; --verify checks the shipped files against these
+            (MODEL_FILE, "ba34bd965e1e225598c8fabff5cba04b877db246643414a7e8bed1b0f8c6ad59"),
+            (LABELS_FILE, "96b550928c77312d26ecb0aad5c67476290393bd5e49df63f4ab6ed56566a940"),
+            (COLORS_FILE, "76017abb15cd172e963d9da30f3f863190c66768ee93b0a924ffa9d0d1cc3d66"),
+        ),
     ),
     _jetson("fcn-resnet18-cityscapes-512x256", "FCN-ResNet18-Cityscapes-512x256",
             "k7s7gdgi098309fndm2xbssj553vf71s", (512, 256), 21, "Cityscapes", 0.833, CITYSCAPES_21,

@@ -101,3 +101,8 @@ def test_a_video_goes_to_a_video_a_folder_or_a_sequence_never_one_picture(net, t
     assert_one_line_error(run_cli("--model", net, CLIP, CLIP), 2, "would overwrite the input")
     assert_one_line_error(run_cli("--model", net, IMAGES / "city_0.jpg", tmp_path / "v.mp4"), 2,
                           "a video output needs a video input")
+
+
+def test_an_output_name_longer_than_file_systems_allow_is_a_usage_error(net, tmp_path):
+    proc = run_cli("--model", net, IMAGES / "city_0.jpg", tmp_path / ("x" * 300 + ".jpg"))
+    assert_one_line_error(proc, 2, "the file name is longer than file systems allow (255 bytes)")

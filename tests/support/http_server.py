@@ -23,6 +23,7 @@ class Route:
     drops: int = 1  # ...on this many requests
     ignore_range: bool = False  # answer 200 with the whole body even when asked for a range
     delay: float = 0.0  # seconds to wait before answering
+    redirect: str | None = None  # answer 302 to this path (a path redirecting to itself loops)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,12 @@ def _handler_for(server: ArchiveServer):
             if route is None:
                 return self._text(404, "Not Found")
             time.sleep(route.delay)
+            if route.redirect is not None:
+                self.send_response(302)
+                self.send_header("Location", route.redirect)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if route.status != 200:
                 return self._text(route.status, "error")
             body, start = route.body, 0

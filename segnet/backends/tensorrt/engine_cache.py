@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ...errors import SegnetError, option
-from ...util import atomic_write
+from ...util import BadJSON, atomic_write, describe_os_error, locked, read_json
 
 log = logging.getLogger(__name__)
 
@@ -114,23 +114,38 @@ def save_engine(path: Path, data: bytes, key: EngineKey) -> None:
 
 
 def read_engine(path: Path) -> bytes:
-    """The engine's bytes, checked against its record; ``EngineUnusable`` says what is wrong."""
+    """The engine's bytes, checked against its record; ``EngineUnusable`` says what is wrong with them. A file
+    that cannot be read (another user's, a directory in its place) is a SegnetError: it is not ours to delete."""
+    meta = _meta_path(path)
+    if not _readable(path, "engine"):
+        raise EngineUnusable("the engine file is missing")
+    if not _readable(meta, "engine record"):
+        raise EngineUnusable("its record is missing, so it may be incomplete")
     try:
-        record = json.loads(_meta_path(path).read_text())
-        size, sha256 = int(record["size"]), record["sha256"]
-    except FileNotFoundError:
-        raise EngineUnusable("its record is missing, so it may be incomplete") from None
-    except (ValueError, KeyError, TypeError):
+        record = read_json(meta, "an engine record")
+        size, sha256 = int(record["size"]), record["sha256"]  # type: ignore[index]
+    except (BadJSON, ValueError, KeyError, TypeError):
         raise EngineUnusable("its record is damaged") from None
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise EngineUnusable("the engine file is missing") from None
+    data = path.read_bytes()
     if len(data) != size:
         raise EngineUnusable(f"it is truncated ({len(data)} of {size} bytes)")
     if hashlib.sha256(data).hexdigest() != sha256:
         raise EngineUnusable("its contents are corrupt (checksum mismatch)")
     return data
+
+
+def _readable(path: Path, what: str) -> bool:
+    """Whether ``path`` exists (False: it does not); a SegnetError when it is there but cannot be read."""
+    try:
+        if path.is_dir():
+            raise SegnetError(f"{path} is a directory where segnet keeps a TensorRT {what}: remove it")
+        with open(path, "rb"):
+            return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise SegnetError(f"cannot read the TensorRT {what} {path}: {describe_os_error(exc)} (made by another "
+                          f"user? use another folder with {option('engine_cache')} or SEGNET_CACHE)") from None
 
 
 def remove_engine(path: Path) -> None:
@@ -146,21 +161,16 @@ def load_or_build(path: Path, key: EngineKey, build: Callable[[], bytes], load: 
     ``load`` raises ``EngineUnusable`` for bytes TensorRT cannot deserialize; a damaged cached engine is
     reported in one line, removed and rebuilt once. ``building`` is the status line logged before a build.
     """
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(path) + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    def waiting() -> None:
         log.info(f"waiting for another segnet process to finish the TensorRT engine {path}")
-        lock.acquire()
-    try:
+
+    with locked(str(path) + ".lock", f"another segnet process to build the TensorRT engine {path}", waiting):
         if path.exists() or _meta_path(path).exists():
             try:
                 engine = load(read_engine(path))
                 log.info(f"loaded TensorRT engine from cache {path}")
                 return engine
-            except (EngineUnusable, OSError) as exc:
+            except EngineUnusable as exc:
                 log.info(f"cached TensorRT engine {path} is unusable ({exc}): removing it and building it again")
                 remove_engine(path)
         log.info(building)
@@ -170,22 +180,17 @@ def load_or_build(path: Path, key: EngineKey, build: Callable[[], bytes], load: 
             return load(data)
         except EngineUnusable as exc:
             raise SegnetError(f"TensorRT cannot load the engine it just made for {path.name}: {exc}") from None
-    finally:
-        lock.release()
 
 
 def read_timing_cache(path: Path) -> bytes:
     """The shared timing cache, or ``b""`` when there is none yet (writes are atomic, so no lock)."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
+    if not _readable(path, "timing cache"):
         return b""
+    return path.read_bytes()
 
 
 def merge_timing_cache(path: Path, merge: Callable[[bytes], bytes]) -> None:
     """Replace the shared timing cache by ``merge(current contents)``, under its lock, so that two builds
     finishing together both keep what they measured."""
-    from filelock import FileLock
-
-    with FileLock(str(path) + ".lock"):
+    with locked(str(path) + ".lock", f"another segnet process to update the timing cache {path}"):
         atomic_write(path, merge(read_timing_cache(path)))
