@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,6 @@ from .api import (
     version_problem,
 )
 from .builder import OPTIMIZATION_LEVEL, WORKSPACE, engine_from_onnx
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
