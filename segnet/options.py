@@ -62,6 +62,7 @@ def limit(variable: str) -> float | None:
 VISUALIZE_MODES = ("overlay", "mask")
 FILTER_MODES = ("point", "linear")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+TENSORRT_FLAVOURS = ("auto", "tensorrt", "tensorrt_rtx")
 PRECISIONS = ("fp16", "fp32")
 LAYOUTS = ("NCHW", "NHWC")
 RESIZE_MODES = ("nearest", "bilinear", "letterbox")
@@ -252,6 +253,9 @@ class Options:
     engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines are kept (default: "
                                         "$SEGNET_CACHE, else beside the model when writable, else the user "
                                         "cache)", BACKEND, "DIR")
+    tensorrt_flavour: str = _option("auto", choice(*TENSORRT_FLAVOURS), "which TensorRT: tensorrt (10.x, 11.x) or "
+                                    "tensorrt_rtx (TensorRT for RTX); default auto: TensorRT when installed, else "
+                                    "TensorRT-RTX", BACKEND, "NAME")
     batch_size: int = _option(1, integer(1, 1024), "images per inference call (default: 1)", BACKEND, "N")
     threads: int = _option(0, integer(0, 1024), "onnxruntime threads per inference (default 0: one per core)",
                            BACKEND, "N")

@@ -27,7 +27,7 @@ LAYERS = [
     ("features", ["segnet.run", "segnet.evaluation", "segnet.benchmark", "segnet.training"]),
     ("cli", ["segnet.cli", "segnet.__main__"]),
 ]
-GPU_ONLY = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "cuda", "pycuda")
+GPU_ONLY = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "tensorrt_rtx_bindings", "cuda", "pycuda")
 
 
 def module_name(path: Path) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import SegnetError, UsageError, option
+from ..errors import SegnetError, option
 from ..options import Options
 from .base import Backend, TensorInfo
 
@@ -21,20 +21,19 @@ def open_backend(model_path: str | Path, options: Options | None = None, input_b
     """An unopened backend for the model, as ``options.backend`` says (use it as a context manager).
 
     ``tensorrt`` never falls back: it fails with a one-line error saying what to install. ``auto`` uses
-    TensorRT when it imports and a CUDA GPU is visible, and otherwise onnxruntime; when TensorRT is missing
-    or fails to build or load the engine, one status line says why, once per process.
+    TensorRT (of ``options.tensorrt_flavour``) when it imports and a CUDA GPU it supports is visible, and
+    otherwise onnxruntime; when TensorRT is missing or fails to build or load the engine, one status line says
+    why, once per process. onnxruntime runs the model as it is, or with ``backend='onnxruntime'`` and
+    ``precision='fp16'`` its checked FP16 copy (the one TensorRT 11 and TensorRT-RTX build from).
     """
     options = options or Options()
-    if options.backend == "onnxruntime" and options.precision == "fp16":
-        raise UsageError(f"{option('precision', 'fp16')} is for TensorRT engines: onnxruntime runs the model "
-                         f"as it is ({option('backend', 'tensorrt')} or {option('backend', 'auto')})")
-    onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options)
     if options.backend == "onnxruntime":
-        return onnxruntime
+        return _onnxruntime(model_path, input_blob, output_blob, options, options.precision or "fp32")
+    onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options, "fp32")
     from .tensorrt import TensorRTBackend, unusable_reason
 
     reason = _auto_fallback if options.backend == "auto" else None
-    reason = reason or unusable_reason()
+    reason = reason or unusable_reason(options.tensorrt_flavour)
     if options.backend == "tensorrt":
         if reason:
             raise SegnetError(f"{option('backend', 'tensorrt')} cannot run: {reason}")
@@ -79,16 +78,17 @@ def _fall_back(reason: str) -> None:
         _auto_fallback = reason
 
 
-def _onnxruntime(model_path, input_blob, output_blob, options: Options) -> Backend:
+def _onnxruntime(model_path, input_blob, output_blob, options: Options, precision: str) -> Backend:
     from .onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(model_path, input_blob, output_blob, batch_size=options.batch_size,
-                              threads=options.threads)
+                              threads=options.threads, precision=precision, cache=options.engine_cache)
 
 
 def _tensorrt(backend, model_path, input_blob, output_blob, options: Options) -> Backend:
     return backend(model_path, input_blob, output_blob, precision=options.precision or "fp16",
-                   engine_cache=options.engine_cache, batch_size=options.batch_size)
+                   engine_cache=options.engine_cache, batch_size=options.batch_size,
+                   flavour=options.tensorrt_flavour)
 
 
 __all__ = ["Backend", "TensorInfo", "open_backend"]

@@ -1,4 +1,5 @@
-"""onnxruntime backend: CPU everywhere, the CUDA execution provider where onnxruntime-gpu sees a GPU."""
+"""onnxruntime backend: CPU everywhere, the CUDA execution provider where onnxruntime-gpu sees a GPU. With
+``precision="fp16"`` it runs the checked FP16 copy of the model (``fp16.py``) instead of the model itself."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ class OnnxRuntimeBackend:
     """Runs an ONNX model with onnxruntime; ``infer`` maps ``[N,3,H,W]`` to ``[N,C,gh,gw]`` scores."""
 
     def __init__(self, model_path: str | Path, input_blob: str | None = None, output_blob: str | None = None,
-                 providers: list[str] | None = None, batch_size: int = 1, threads: int = 0):
+                 providers: list[str] | None = None, batch_size: int = 1, threads: int = 0, precision: str = "fp32",
+                 cache: str | Path | None = None):
         self.model_path = Path(model_path)
+        self.precision = precision  # "fp16": the checked FP16 copy, made in ``cache`` (see cache_dir.cache_dir)
+        self.cache = cache
         self.input_blob = input_blob
         self.output_blob = output_blob
         self.providers = providers
@@ -35,19 +39,29 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3  # onnxruntime's own warnings would break our one-line output
         options.intra_op_num_threads = self.threads
         try:
-            model: str | bytes = str(self.model_path)
+            path = self._fp16_copy(providers) if self.precision == "fp16" else self.model_path
+            model: str | bytes = str(path)
             if self.batch_size > 1:  # the named (or only) input and output get a symbolic batch axis
                 inp, out = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob,
                                           self.output_blob)
-                model = dynamic_batch(self.model_path, inp.name, out.name)
+                model = dynamic_batch(path, inp.name, out.name)
             self.session = ort.InferenceSession(model, options, providers=providers)
             self._check()
         except SegnetError:
             raise
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise SegnetError(f"cannot load model {self.model_path}: {_first_line(exc)}") from None
-        self.description = f"onnxruntime ({self.session.get_providers()[0]})"
+        fp16_note = ", FP16 model" if self.precision == "fp16" else ""
+        self.description = f"onnxruntime ({self.session.get_providers()[0]}{fp16_note})"
         return self
+
+    def _fp16_copy(self, providers: list[str]) -> Path:
+        from . import fp16
+        from .cache_dir import cache_dir
+
+        inp, out = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob, self.output_blob)
+        return fp16.fp16_model(self.model_path, cache_dir(self.model_path, self.cache), input_blob=inp.name,
+                               output_blob=out.name, providers=providers)
 
     def _check(self) -> None:
         inputs = [TensorInfo(t.name, _dims(t.shape)) for t in self.session.get_inputs()]

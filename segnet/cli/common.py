@@ -32,14 +32,15 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
-def add_options(parser: argparse.ArgumentParser, *groups: str) -> None:
-    """Flags for the ``Options`` fields of ``groups``, generated from the fields themselves. Every flag
-    defaults to "not given", so ``options_from`` passes on only what the user typed."""
+def add_options(parser: argparse.ArgumentParser, *groups: str, only: tuple[str, ...] | None = None) -> None:
+    """Flags for the ``Options`` fields of ``groups`` (of those, the fields named in ``only``, when given),
+    generated from the fields themselves. Every flag defaults to "not given", so ``options_from`` passes on only
+    what the user typed."""
     for group in groups:
         section = parser.add_argument_group(GROUP_TITLES[group])
         for f in option_fields(group):
             meta = f.metadata
-            if not meta["cli"]:
+            if not meta["cli"] or (only is not None and f.name not in only):
                 continue
             flags = ["--" + f.name.replace("_", "-"), *meta["aliases"]]
             if meta["flag"]:

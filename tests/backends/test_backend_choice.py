@@ -10,18 +10,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 import segnet.backends
 from segnet import Options
 from segnet.backends import open_backend
 from segnet.backends import tensorrt as trt_backend
-from segnet.errors import SegnetError, UsageError
-from tests.support.models import pooling_model, pooling_reference
+from segnet.errors import SegnetError
+from tests.support.models import make_fcn, pooling_model, pooling_reference
 
 REPO = Path(__file__).resolve().parents[2]
-no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+no_tensorrt = pytest.mark.skipif(any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_rtx",
+                                                                           "tensorrt_rtx_bindings")),
                                  reason="TensorRT is installed here")
+NOT_INSTALLED = ("TensorRT is not installed: pip install 'segnet[tensorrt]' (or pip install 'segnet[tensorrt-rtx]' "
+                 "for TensorRT for RTX)")
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +66,7 @@ def test_backend_tensorrt_is_a_one_line_error_naming_the_install(model):
         backend(model, "tensorrt")
     message = str(info.value)
     assert "\n" not in message and type(info.value) is SegnetError
-    assert message == "backend='tensorrt' cannot run: TensorRT is not installed: pip install 'segnet[tensorrt]'"
+    assert message == f"backend='tensorrt' cannot run: {NOT_INSTALLED}"
 
 
 @no_tensorrt
@@ -73,8 +77,7 @@ def test_auto_runs_on_onnxruntime_and_says_why_once(model, capsys, caplog):
             assert run(opened).shape == (1, 5, 1, 2)
             assert opened.description.startswith("onnxruntime")
     assert capsys.readouterr() == ("", "")  # the library prints nothing: the CLI shows what it logs
-    assert said(caplog) == ["TensorRT not used, running on onnxruntime: TensorRT is not installed: "
-                            "pip install 'segnet[tensorrt]'"]
+    assert said(caplog) == [f"TensorRT not used, running on onnxruntime: {NOT_INSTALLED}"]
 
 
 def test_auto_falls_back_once_when_tensorrt_cannot_build(model, caplog, monkeypatch):
@@ -84,7 +87,7 @@ def test_auto_falls_back_once_when_tensorrt_cannot_build(model, caplog, monkeypa
         tries.append(self)
         raise SegnetError("TensorRT could not build an engine for fcn.onnx: out of workspace")
 
-    monkeypatch.setattr(trt_backend, "unusable_reason", lambda: None)
+    monkeypatch.setattr(trt_backend, "unusable_reason", lambda flavour="auto": None)
     monkeypatch.setattr(trt_backend.TensorRTBackend, "__enter__", failing_enter)
     with caplog.at_level(logging.INFO, logger="segnet"):
         for _ in range(2):
@@ -97,7 +100,7 @@ def test_auto_falls_back_once_when_tensorrt_cannot_build(model, caplog, monkeypa
 
 
 def test_backend_tensorrt_does_not_fall_back_on_build_failure(model, monkeypatch):
-    monkeypatch.setattr(trt_backend, "unusable_reason", lambda: None)
+    monkeypatch.setattr(trt_backend, "unusable_reason", lambda flavour="auto": None)
     monkeypatch.setattr(trt_backend.TensorRTBackend, "__enter__",
                         lambda self: (_ for _ in ()).throw(SegnetError("TensorRT could not build")))
     with pytest.raises(SegnetError, match="could not build"):
@@ -108,15 +111,38 @@ def test_tensorrt_options_are_ignored_by_onnxruntime(model):
     assert run(backend(model, "onnxruntime", precision="fp32", engine_cache="/nonexistent")).shape == (1, 5, 1, 2)
 
 
-def test_fp16_on_onnxruntime_is_a_usage_error(model):
-    with pytest.raises(UsageError, match="precision='fp16' is for TensorRT engines"):
-        backend(model, "onnxruntime", precision="fp16")
+def test_fp16_on_onnxruntime_runs_the_checked_fp16_copy(tmp_path, caplog):
+    model = make_fcn(tmp_path / "net" / "fcn.onnx")
+    caplog.set_level(logging.INFO, logger="segnet")
+    with backend(model, "onnxruntime", precision="fp16", engine_cache=tmp_path / "cache") as half, \
+            backend(model, "onnxruntime") as full:
+        image = np.random.default_rng(1).standard_normal((1, 3, 32, 64)).astype(np.float32)
+        a, b = full.infer(image), half.infer(image)
+    assert half.description == "onnxruntime (CPUExecutionProvider, FP16 model)"
+    assert full.description == "onnxruntime (CPUExecutionProvider)"
+    (copy,) = (tmp_path / "cache").glob("fcn.fp16.*.onnx")  # made once, in the cache folder, not beside the model
+    assert sorted(p.name for p in model.parent.iterdir()) == ["fcn.onnx"]
+    assert {t.data_type for t in onnx.load(str(copy)).graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.05 * np.ptp(a)  # FP16 weights: close, not equal
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.9
+    assert any("converting" in line and "to FP16" in line for line in said(caplog))
+
+
+def test_fp16_copy_that_disagrees_is_refused_in_one_line(tmp_path, monkeypatch):
+    from segnet.backends import fp16
+
+    model = make_fcn(tmp_path / "fcn.onnx")
+    monkeypatch.setattr(fp16, "convert_to_fp16", lambda path: make_fcn(tmp_path / "other.onnx", seed=7).read_bytes())
+    with pytest.raises(SegnetError, match="use precision='fp32'") as info:
+        run(backend(model, "onnxruntime", precision="fp16"))
+    assert "\n" not in str(info.value)
 
 
 def test_tensorrt_backend_module_imports_no_tensorrt_or_cuda():
     code = ("import sys, segnet.backends.tensorrt, segnet.backends.tensorrt.cuda, "
-            "segnet.backends.tensorrt.engine_cache, segnet.backends.tensorrt.fp16; "
+            "segnet.backends.tensorrt.engine_cache, segnet.backends.tensorrt.recipe, segnet.backends.fp16; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorrt', 'tensorrt_bindings', 'cuda', 'pycuda', 'onnxruntime', 'onnx')))")
+            "('tensorrt', 'tensorrt_bindings', 'tensorrt_rtx', 'tensorrt_rtx_bindings', 'cuda', 'pycuda', "
+            "'onnxruntime', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"

@@ -17,6 +17,7 @@ COMMANDS = {
     "segnet-bench": "segnet.cli.bench",
     "segnet-train": "segnet.cli.train",
     "segnet-download-models": "segnet.cli.download",
+    "segnet-build-engine": "segnet.cli.build_engine",
 }
 
 

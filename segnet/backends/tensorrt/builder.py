@@ -1,14 +1,15 @@
 """Building an engine: ONNX file -> TensorRT network -> serialized engine (after Polygraphy's
-``NetworkFromOnnxPath`` and ``EngineFromNetwork``), with the batch optimisation profile and the shared
-timing cache. Building is not running: nothing here needs the engine to load."""
+``NetworkFromOnnxPath`` and ``EngineFromNetwork``), with the batch optimisation profile, the shared timing cache
+(TensorRT 10/11) and the compute-capability targets (TensorRT-RTX). Building is not running: nothing here needs
+a GPU on TensorRT-RTX, or the engine to load on any flavour."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import SegnetError
+from ...errors import SegnetError, option
 from . import engine_cache as cache
-from .api import api_path, created, last_error
+from .api import api_path, created, first_error, product
 
 WORKSPACE = 1 << 30  # bytes of scratch GPU memory the builder may use per layer
 OPTIMIZATION_LEVEL = 3  # TensorRT's default: level 5 builds much longer for little gain on a CNN
@@ -16,62 +17,89 @@ OPTIMIZATION_LEVEL = 3  # TensorRT's default: level 5 builds much longer for lit
 
 def engine_from_onnx(trt, logger, onnx_path: str | Path, *, fp16_flag: bool, workspace: int = WORKSPACE,
                      optimization_level: int = OPTIMIZATION_LEVEL, timing_cache_path: Path | None = None,
-                     model: bytes | None = None, max_batch: int = 1) -> bytes:
+                     model: bytes | None = None, max_batch: int = 1,
+                     targets: tuple[tuple[int, int], ...] = ()) -> bytes:
     """Parse the ONNX file into an explicit-batch network and build a serialized engine. ``fp16_flag`` sets the
-    TensorRT 10 builder flag (on 11 the model itself must be FP16). The shared timing cache at
-    ``timing_cache_path`` seeds the build and receives what it measured. ``model``: the serialized model to
-    parse instead of the file (``onnx_path`` still names it in errors); ``max_batch``: the largest batch the
-    optimisation profile of a dynamic batch axis allows."""
+    TensorRT 10 builder flag (on 11 and TensorRT-RTX the model itself must be FP16). The shared timing cache at
+    ``timing_cache_path`` seeds the build and receives what it measured (TensorRT 10/11; TensorRT-RTX has none).
+    ``model``: the serialized model to parse instead of the file (``onnx_path`` still names it in errors);
+    ``max_batch``: the largest batch the optimisation profile of a dynamic batch axis allows; ``targets``: the
+    compute capabilities a TensorRT-RTX engine is built for (empty: its portable default)."""
+    path = api_path(trt)
     builder = created(trt, lambda: trt.Builder(logger), logger, "builder")
-    network = builder.create_network(0)  # explicit batch: the only kind in 10 (no flag needed) and 11
+    network = builder.create_network(0)  # explicit batch: the only kind in 10 (no flag needed), 11 and RTX
     parser = trt.OnnxParser(network, logger)
+    mark = len(logger.errors)
     parsed = parser.parse_from_file(str(onnx_path)) if model is None else parser.parse(model)
     if not parsed:
         errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        reasons = "; ".join(errors) or last_error(logger)
-        raise SegnetError(f"TensorRT cannot parse {onnx_path}: {reasons}")
+        reasons = "; ".join(errors) or first_error(logger, mark)
+        raise SegnetError(f"{product(trt)} cannot parse {onnx_path}: {reasons}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     config.builder_optimization_level = optimization_level
-    if fp16_flag and api_path(trt) == "10":
+    if fp16_flag and path == "10":
         _allow_fp16_trt10(trt, config)
-    _batch_profile(builder, network, config, max_batch)
-    seed = cache.read_timing_cache(timing_cache_path) if timing_cache_path else b""
-    timing_cache = config.create_timing_cache(seed) or config.create_timing_cache(b"")  # a damaged file: start over
-    if not config.set_timing_cache(timing_cache, False):
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+    if path == "rtx":
+        _targets_rtx(trt, config, targets)
+    elif targets:
+        raise SegnetError(f"{product(trt)} builds for the GPU it runs on; compute-capability targets are for "
+                          "TensorRT-RTX")
+    _batch_profile(trt, logger, builder, network, config, max_batch)
+    if path == "rtx":
+        timing_cache_path = None  # TensorRT-RTX's timing-cache calls are deprecated no-ops
+    if timing_cache_path:
+        _seed_timing_cache(config, timing_cache_path)
+    mark = len(logger.errors)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise SegnetError(f"TensorRT could not build an engine for {onnx_path}: {last_error(logger)}")
+        raise SegnetError(f"{product(trt)} could not build an engine for {onnx_path}: {first_error(logger, mark)}")
     if timing_cache_path:
-        timing_cache = config.get_timing_cache()
-
-        def merge(current: bytes) -> bytes:
-            shared_cache = config.create_timing_cache(current)
-            if shared_cache is None or not shared_cache.combine(timing_cache, False):
-                return bytes(timing_cache.serialize())  # nothing usable on disk: ours replaces it
-            return bytes(shared_cache.serialize())
-
-        cache.merge_timing_cache(timing_cache_path, merge)
+        _merge_timing_cache(config, timing_cache_path)
     return bytes(plan)
 
 
-def load_engine(runtime, data: bytes, logger):
-    """Deserialize an engine; ``EngineUnusable`` (so the cache rebuilds it) when TensorRT refuses it."""
-    engine = runtime.deserialize_cuda_engine(data)
-    if engine is None:
-        raise cache.EngineUnusable(f"TensorRT cannot deserialize it: {last_error(logger)}")
-    return engine
+def _seed_timing_cache(config, timing_cache_path: Path) -> None:
+    seed = cache.read_timing_cache(timing_cache_path)
+    timing_cache = config.create_timing_cache(seed) or config.create_timing_cache(b"")  # damaged: start over
+    if not config.set_timing_cache(timing_cache, False):
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+def _merge_timing_cache(config, timing_cache_path: Path) -> None:
+    timing_cache = config.get_timing_cache()
+
+    def merge(current: bytes) -> bytes:
+        shared_cache = config.create_timing_cache(current)
+        if shared_cache is None or not shared_cache.combine(timing_cache, False):
+            return bytes(timing_cache.serialize())  # nothing usable on disk: ours replaces it
+        return bytes(shared_cache.serialize())
+
+    cache.merge_timing_cache(timing_cache_path, merge)
 
 
 def _allow_fp16_trt10(trt, config) -> None:
     config.set_flag(trt.BuilderFlag.FP16)
 
 
-def _batch_profile(builder, network, config, max_batch: int = 1) -> None:
+def _targets_rtx(trt, config, targets: tuple[tuple[int, int], ...]) -> None:
+    """Build for these compute capabilities; none: TensorRT-RTX's portable engine (8.0 and newer)."""
+    if not targets:
+        return
+    names = {(7, 5): trt.ComputeCapability.SM75, (8, 0): trt.ComputeCapability.SM80,
+             (8, 6): trt.ComputeCapability.SM86, (8, 9): trt.ComputeCapability.SM89,
+             (12, 0): trt.ComputeCapability.SM120, (12, 1): trt.ComputeCapability.SM121}
+    config.num_compute_capabilities = len(targets)
+    for index, target in enumerate(targets):
+        if target not in names or not config.set_compute_capability(names[target], index):
+            raise SegnetError(f"{product(trt)} cannot build for compute capability {target[0]}.{target[1]}")
+
+
+def _batch_profile(trt, logger, builder, network, config, max_batch: int = 1) -> None:
     """A model with a dynamic batch dimension gets an optimisation profile of batch 1 to ``max_batch``,
-    optimised for ``max_batch``."""
+    optimised for ``max_batch``; TensorRT's verdict on the profile is checked (-1: invalid)."""
     profile = None
+    inputs = []
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         shape = tuple(tensor.shape)
@@ -81,10 +109,14 @@ def _batch_profile(builder, network, config, max_batch: int = 1) -> None:
             profile = profile or builder.create_optimization_profile()
             one, most = (1, *shape[1:]), (max_batch, *shape[1:])
             profile.set_shape(tensor.name, one, most, most)
+            inputs.append(tensor.name)
     if profile is None and max_batch > 1:
-        raise SegnetError(f"the model has no input with a dynamic batch axis for --batch-size {max_batch}")
+        raise SegnetError(f"the model has no input with a dynamic batch axis for {option('batch_size', max_batch)}")
     if profile is not None:
-        config.add_optimization_profile(profile)
+        mark = len(logger.errors)
+        if config.add_optimization_profile(profile) < 0:
+            raise SegnetError(f"{product(trt)} refused the optimisation profile of batch 1 to {max_batch} for input "
+                              f"{', '.join(inputs)}: {first_error(logger, mark)}")
 
 
 def _parser_error(error) -> str:

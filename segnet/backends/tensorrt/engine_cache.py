@@ -2,8 +2,9 @@
 
 No TensorRT here: the TensorRT module passes in how to build and how to load, so all of this is tested on
 machines without a GPU. Compared with jetson's cache (SPEC section 6): writes are atomic, a second process
-waits for the first one's build instead of building too, a damaged engine is rebuilt, and a read-only model
-folder moves the cache to the user's cache directory instead of silently not caching.
+waits for the first one's build instead of building too, a damaged engine is rebuilt, an intact engine that
+this machine cannot load now (a driver problem) is reported and kept, and a read-only model folder moves the
+cache to the user's cache directory instead of silently not caching.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,11 +20,13 @@ from typing import TypeVar
 
 from ...errors import SegnetError, option
 from ...util import BadJSON, atomic_write, describe_os_error, locked, read_json
+from ..cache_dir import cache_dir, is_writable
 
 log = logging.getLogger(__name__)
 
 #: Bump when what we store, or how we build it, changes: old engines are then simply not found.
-FORMAT_VERSION = 1
+#: 2: the key names the flavour and the compute-capability targets.
+FORMAT_VERSION = 2
 
 T = TypeVar("T")
 
@@ -34,16 +35,24 @@ class EngineUnusable(Exception):
     """A cached engine that is damaged or that this TensorRT cannot load; it is removed and rebuilt once."""
 
 
+class EngineLoadFailed(SegnetError):
+    """An intact engine that cannot be loaded here now (an old or broken driver, too little GPU memory): said in
+    one line, and the engine is kept, since rebuilding would not help."""
+
+
 @dataclass(frozen=True)
 class EngineKey:
-    """Everything a serialized engine depends on. Engines are only valid for the same TensorRT version and
-    GPU model, and differ with precision, input shape and builder settings."""
+    """Everything a serialized engine depends on. A TensorRT 10/11 engine is only valid for the same TensorRT
+    version and GPU model; a TensorRT-RTX engine for the same TensorRT-RTX version and the compute capabilities it
+    was built for (its ``targets``), whatever machine built it. Both differ with precision, input shape and
+    builder settings."""
 
     model_sha256: str
+    flavour: str  # "tensorrt" or "tensorrt_rtx"
     tensorrt_version: str
-    gpu_name: str
-    compute_capability: tuple[int, int]
-    precision: str  # "fp16-flag" (TensorRT 10), "fp16-model" (TensorRT 11), "fp32"
+    gpu_name: str  # the GPU model for TensorRT 10/11; "" for TensorRT-RTX (its engines are for targets)
+    targets: tuple[tuple[int, int], ...]  # compute capabilities: the GPU's; for TensorRT-RTX () is portable
+    precision: str  # "fp16-flag" (TensorRT 10), "fp16-model" (TensorRT 11, TensorRT-RTX), "fp32"
     input_shape: tuple[int, ...]
     builder_settings: tuple[tuple[str, object], ...]
     format_version: int = FORMAT_VERSION
@@ -52,53 +61,44 @@ class EngineKey:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
     def engine_name(self, model_path: str | Path) -> str:
-        """Readable, then unique: ``fcn_resnet18.onnx.fp16-flag.trt10.16.1.11.sm90.<digest>.engine``."""
-        major, minor = self.compute_capability
-        return (f"{Path(model_path).name}.{self.precision}.trt{self.tensorrt_version}.sm{major}{minor}."
-                f"{self.digest()}.engine")
+        """Readable, then unique: ``fcn_resnet18.onnx.fp16-flag.trt10.16.1.11.sm90.<digest>.engine``,
+        ``fcn_resnet18.onnx.fp16-model.rtx1.7.1.116.portable.<digest>.engine``."""
+        return f"{self.name_prefix(model_path)}{self.targets_tag()}.{self.digest()}.engine"
+
+    def name_prefix(self, model_path: str | Path) -> str:
+        """The part of the engine name that the targets and digest follow."""
+        tag = "rtx" if self.flavour == "tensorrt_rtx" else "trt"
+        return f"{Path(model_path).name}.{self.precision}.{tag}{self.tensorrt_version}."
+
+    def targets_tag(self) -> str:
+        return "-".join(f"sm{a}{b}" for a, b in self.targets) or "portable"
+
+
+def parse_targets_tag(tag: str) -> tuple[tuple[int, int], ...] | None:
+    """``"sm89-sm120"`` -> ``((8, 9), (12, 0))``, ``"portable"`` -> ``()``; None for anything else."""
+    if tag == "portable":
+        return ()
+    found = [re.fullmatch(r"sm(1\d|\d)(\d)", part) for part in tag.split("-")]
+    if not all(found):
+        return None
+    return tuple((int(m.group(1)), int(m.group(2))) for m in found if m)
 
 
 def timing_cache_name(tensorrt_version: str, gpu_name: str, compute_capability: tuple[int, int]) -> str:
     """One timing cache per TensorRT version and GPU, shared by every model in the folder."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-")
-    return f"timing.trt{tensorrt_version}.{slug}.sm{compute_capability[0]}{compute_capability[1]}.cache"
+    return f"timing.trt{tensorrt_version}.{_slug(gpu_name)}.sm{compute_capability[0]}{compute_capability[1]}.cache"
 
 
-def is_writable(folder: Path) -> bool:
-    """Whether a file can really be created in ``folder`` (``os.access`` says yes to root on a read-only
-    mount and cannot see every ACL)."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
+def runtime_cache_path(engine_path: Path, gpu_name: str, compute_capability: tuple[int, int]) -> Path:
+    """TensorRT-RTX's runtime cache (the kernels it compiles for this GPU when the engine first runs), beside its
+    engine, one per engine and GPU: ``<engine>.<gpu>.sm89.runtime.cache``."""
+    stem = engine_path.name.removesuffix(".engine")
+    return engine_path.with_name(f"{stem}.{_slug(gpu_name)}.sm{compute_capability[0]}{compute_capability[1]}"
+                                 ".runtime.cache")
 
 
-def cache_dir(model_path: str | Path, override: str | Path | None = None, *,
-              writable: Callable[[Path], bool] = is_writable) -> Path:
-    """The engine folder: ``override`` (``--engine-cache``), else ``$SEGNET_CACHE``, else the model's folder
-    when writable (where jetson users look), else the user cache directory."""
-    chosen = override or os.environ.get("SEGNET_CACHE")
-    if chosen:
-        return _ready(Path(chosen).expanduser(), writable,
-                      f"choose another with {option('engine_cache')} or SEGNET_CACHE")
-    beside = Path(model_path).resolve().parent
-    if writable(beside):
-        return beside
-    import platformdirs
-
-    return _ready(Path(platformdirs.user_cache_dir("segnet")) / "engines", writable,
-                  f"set one with {option('engine_cache')} or SEGNET_CACHE")
-
-
-def _ready(folder: Path, writable: Callable[[Path], bool], fix: str) -> Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SegnetError(f"cannot create engine cache folder {folder}: {exc.strerror or exc} ({fix})") from None
-    if not writable(folder):
-        raise SegnetError(f"engine cache folder {folder} is not writable ({fix})")
-    return folder
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
 
 
 def _meta_path(path: Path) -> Path:
@@ -158,13 +158,12 @@ def load_or_build(path: Path, key: EngineKey, build: Callable[[], bytes], load: 
     """Load the engine cached at ``path``, or build, save and load it, holding ``path``'s file lock so a
     second process waits for the first one's build and then loads it.
 
-    ``load`` raises ``EngineUnusable`` for bytes TensorRT cannot deserialize; a damaged cached engine is
-    reported in one line, removed and rebuilt once. ``building`` is the status line logged before a build.
+    ``load`` raises ``EngineUnusable`` for bytes TensorRT will never load (damaged, another TensorRT's): such a
+    cached engine is reported in one line, removed and rebuilt once. It raises ``EngineLoadFailed`` when the
+    engine is fine but this machine cannot load it now (the driver): that is reported and the engine kept.
+    ``building`` is the status line logged before a build.
     """
-    def waiting() -> None:
-        log.info(f"waiting for another segnet process to finish the TensorRT engine {path}")
-
-    with locked(str(path) + ".lock", f"another segnet process to build the TensorRT engine {path}", waiting):
+    with _build_lock(path):
         if path.exists() or _meta_path(path).exists():
             try:
                 engine = load(read_engine(path))
@@ -173,6 +172,8 @@ def load_or_build(path: Path, key: EngineKey, build: Callable[[], bytes], load: 
             except EngineUnusable as exc:
                 log.info(f"cached TensorRT engine {path} is unusable ({exc}): removing it and building it again")
                 remove_engine(path)
+            except EngineLoadFailed as exc:
+                raise EngineLoadFailed(f"{exc} (the engine {path} is kept)") from None
         log.info(building)
         data = build()
         save_engine(path, data, key)
@@ -180,6 +181,33 @@ def load_or_build(path: Path, key: EngineKey, build: Callable[[], bytes], load: 
             return load(data)
         except EngineUnusable as exc:
             raise SegnetError(f"TensorRT cannot load the engine it just made for {path.name}: {exc}") from None
+        except EngineLoadFailed as exc:
+            raise EngineLoadFailed(f"{exc} (the engine {path} is kept)") from None
+
+
+def build_into_cache(path: Path, key: EngineKey, build: Callable[[], bytes], *, building: str) -> bool:
+    """Build the engine into the cache at ``path`` unless an intact one is already there (nothing is loaded):
+    True when it was built. Under the same lock as ``load_or_build``."""
+    with _build_lock(path):
+        if path.exists() or _meta_path(path).exists():
+            try:
+                read_engine(path)
+                return False
+            except EngineUnusable as exc:
+                log.info(f"cached TensorRT engine {path} is unusable ({exc}): building it again")
+                remove_engine(path)
+        log.info(building)
+        data = build()
+        save_engine(path, data, key)
+        return True
+
+
+def _build_lock(path: Path):
+    """``path``'s build lock (a time limit on the wait); says so when another process holds it."""
+    def waiting() -> None:
+        log.info(f"waiting for another segnet process to finish the TensorRT engine {path}")
+
+    return locked(str(path) + ".lock", f"another segnet process to build the TensorRT engine {path}", waiting)
 
 
 def read_timing_cache(path: Path) -> bytes:
@@ -194,3 +222,23 @@ def merge_timing_cache(path: Path, merge: Callable[[bytes], bytes]) -> None:
     finishing together both keep what they measured."""
     with locked(str(path) + ".lock", f"another segnet process to update the timing cache {path}"):
         atomic_write(path, merge(read_timing_cache(path)))
+
+
+def read_runtime_cache(path: Path) -> bytes:
+    """A TensorRT-RTX runtime cache, or ``b""`` when there is none yet or it cannot be read (it is only a cache:
+    TensorRT-RTX compiles again and the next save replaces it)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def save_runtime_cache(path: Path, data: bytes) -> None:
+    """Write a runtime cache atomically under its lock. TensorRT-RTX cannot merge two of them: the last process
+    to save wins, and each saves everything it loaded plus what it compiled."""
+    with locked(str(path) + ".lock", f"another segnet process to save the runtime cache {path}"):
+        atomic_write(path, data)
+
+
+__all__ = ["EngineKey", "EngineLoadFailed", "EngineUnusable", "build_into_cache", "cache_dir", "is_writable",
+           "load_or_build", "parse_targets_tag", "read_runtime_cache", "runtime_cache_path", "save_runtime_cache"]

@@ -1,9 +1,13 @@
 """Running a built engine (after Polygraphy's ``TrtRunner``): deserialise it, bind a device buffer and a
-pinned host copy to every I/O tensor, and map ``[N, 3, H, W]`` float32 batches to float32 scores. Nothing
-here builds or caches; ``builder`` and ``engine_cache`` do."""
+pinned host copy to every I/O tensor, and map ``[N, 3, H, W]`` float32 batches to float32 scores. On TensorRT-RTX
+the execution context gets a runtime configuration: kernels specialised for each batch size when it first
+appears (no slow generic kernels), kept in a runtime cache beside the engine. Nothing here builds or caches
+engines; ``builder`` and ``engine_cache`` do."""
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,33 +16,78 @@ import numpy as np
 from ...errors import SegnetError, option
 from ..base import TensorInfo, check_contract
 from . import engine_cache as cache
-from .api import last_error
+from .api import api_path, first_error, last_error, product
+
+log = logging.getLogger(__name__)
+
+#: What TensorRT says when the machine, not the engine, is the problem: such an engine is kept, not rebuilt.
+_MACHINE_PROBLEM = re.compile(r"cudaError|cuda runtime|cuda driver|driver version|out of memory|insufficient",
+                              re.IGNORECASE)
 
 
-def load_engine(runtime, data: bytes, logger):
-    """Deserialize an engine; ``EngineUnusable`` (so the cache rebuilds it) when TensorRT refuses it."""
+def load_engine(trt, runtime, data: bytes, logger):
+    """Deserialize an engine. ``EngineUnusable`` (the cache rebuilds it) when TensorRT refuses the engine itself;
+    ``EngineLoadFailed`` (reported, the engine kept) when the driver, the GPU or its memory is the problem.
+    TensorRT-RTX says which with its validity check; on TensorRT 10/11 its error message tells."""
+    if api_path(trt) == "rtx":
+        _check_validity_rtx(trt, runtime, data, logger)
+    mark = len(logger.errors)
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
-        raise cache.EngineUnusable(f"TensorRT cannot deserialize it: {last_error(logger)}")
+        reason = first_error(logger, mark)
+        if _MACHINE_PROBLEM.search(reason):
+            raise cache.EngineLoadFailed(f"{product(trt)} cannot load the engine on this machine: {reason}")
+        raise cache.EngineUnusable(f"{product(trt)} cannot deserialize it: {reason}")
     return engine
+
+
+def _check_validity_rtx(trt, runtime, data: bytes, logger) -> None:
+    """TensorRT-RTX's own verdict before deserialising: rebuild only an engine from another release or a
+    malformed one; anything about the machine (driver, CUDA, memory, a GPU the engine was not built for, which
+    another GPU sharing the cache may need) is reported and the engine kept."""
+    mark = len(logger.errors)
+    validity, diagnostics = runtime.get_engine_validity(data)
+    if validity != trt.EngineValidity.INVALID:
+        return
+    problems = [
+        (trt.EngineInvalidityDiagnostics.VERSION_MISMATCH, "it was built by another TensorRT-RTX release", True),
+        (trt.EngineInvalidityDiagnostics.MALFORMED_ENGINE, "it is malformed", True),
+        (trt.EngineInvalidityDiagnostics.UNSUPPORTED_CC, "it was not built for this GPU's compute capability", False),
+        (trt.EngineInvalidityDiagnostics.OLD_CUDA_DRIVER, "the CUDA driver is too old", False),
+        (trt.EngineInvalidityDiagnostics.OLD_CUDA_RUNTIME, "the CUDA runtime is too old", False),
+        (trt.EngineInvalidityDiagnostics.INSUFFICIENT_GPU_MEMORY, "too little GPU memory is free", False),
+        (trt.EngineInvalidityDiagnostics.CUDA_ERROR, "the CUDA driver or runtime is not installed correctly", False),
+    ]
+    found = [(text, rebuild) for flag, text, rebuild in problems if int(diagnostics) & int(flag)]
+    reasons = "; ".join(text for text, _ in found) or f"no reason given ({first_error(logger, mark)})"
+    if found and all(rebuild for _, rebuild in found):
+        raise cache.EngineUnusable(f"{product(trt)} refuses it: {reasons}")
+    raise cache.EngineLoadFailed(f"{product(trt)} cannot load the engine on this machine: {reasons}")
 
 
 class EngineRunner:
     """A deserialized engine ready to run on ``cuda`` (a ``cuda.Cuda``). With ``batch_size`` 1 images run one
-    at a time; with B > 1 the engine's batch axis is set per call, up to B images at once."""
+    at a time; with B > 1 the engine's batch axis is set per call, up to B images at once. ``runtime_cache``:
+    where TensorRT-RTX keeps the kernels it compiles for this GPU (read when the context is made, written after
+    the first run at each batch size)."""
 
     def __init__(self, trt, engine, logger, cuda, model_path: Path, input_blob: str | None,
-                 output_blob: str | None, batch_size: int = 1):
+                 output_blob: str | None, batch_size: int = 1, runtime_cache: Path | None = None):
         self.engine, self.logger, self.cuda = engine, logger, cuda
         self.model_path, self.batch_size = model_path, batch_size
+        self.runtime_cache_path = runtime_cache
         self.host: dict[str, np.ndarray] = {}
         self.device: dict = {}
         self.context: Any = None
+        self.runtime_config: Any = None
+        self.runtime_cache: Any = None
         self.stream: Any = None
+        self._compiled: set[int] = set()  # batch sizes whose kernels are in the saved runtime cache
+        self.path = api_path(trt)
         self._bind(trt, input_blob, output_blob)
 
     def close(self) -> None:
-        self.context = self.engine = None  # TensorRT objects go before the memory they use
+        self.context = self.runtime_config = self.runtime_cache = self.engine = None  # before their memory
         self.host, self.device, self.stream = {}, {}, None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -56,6 +105,8 @@ class EngineRunner:
             self.cuda.copy_to_host(host_out, self.device[self.output.name], self.stream)
             self.cuda.synchronize(self.stream)  # the one synchronisation per image
             scores[i] = host_out[0]
+        if self.path == "rtx":
+            self._keep_kernels_rtx(1)
         return scores
 
     def _infer_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -75,12 +126,17 @@ class EngineRunner:
             raise SegnetError(f"TensorRT could not run the engine: {last_error(self.logger)}")
         self.cuda.copy_to_host(host_out, self.device[self.output.name], self.stream)
         self.cuda.synchronize(self.stream)  # the one synchronisation per batch
+        if self.path == "rtx":
+            self._keep_kernels_rtx(n)
         return host_out.astype(np.float32)  # a copy: the pinned buffer is reused by the next call
 
     def _bind(self, trt, input_blob: str | None, output_blob: str | None) -> None:
         """An execution context with a device buffer for every I/O tensor and pinned host copies."""
         engine = self.engine
-        context = self.context = engine.create_execution_context()
+        if self.path == "rtx":
+            context = self.context = self._context_rtx(trt, engine)
+        else:
+            context = self.context = engine.create_execution_context()
         if context is None:
             raise SegnetError(f"TensorRT could not create an execution context: {last_error(self.logger)}")
         dtypes = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16}
@@ -110,6 +166,35 @@ class EngineRunner:
         self.input, self.output = check_contract(self.model_path, [i for i in infos if i.name in inputs],
                                                  [i for i in infos if i.name not in inputs],
                                                  input_blob, output_blob)
+
+
+    def _context_rtx(self, trt, engine):
+        """An execution context that compiles kernels specialised to each batch size when that size first comes
+        (instead of running generic fallback kernels while it compiles them in the background), seeded from and
+        kept in the runtime cache."""
+        runtime_config = self.runtime_config = engine.create_runtime_config()
+        runtime_config.dynamic_shapes_kernel_specialization_strategy = \
+            trt.DynamicShapesKernelSpecializationStrategy.EAGER
+        runtime_cache = self.runtime_cache = runtime_config.create_runtime_cache()
+        blob = cache.read_runtime_cache(self.runtime_cache_path) if self.runtime_cache_path else b""
+        if blob and not runtime_cache.deserialize(blob):
+            log.info(f"runtime cache {self.runtime_cache_path} is for another GPU, driver or TensorRT-RTX release: "
+                     "its kernels are compiled again")
+        if not runtime_config.set_runtime_cache(runtime_cache):
+            raise SegnetError(f"TensorRT-RTX refused its runtime cache: {last_error(self.logger)}")
+        return engine.create_execution_context(runtime_config)
+
+    def _keep_kernels_rtx(self, batch: int) -> None:
+        """After the first run at a batch size, save the runtime cache (TensorRT-RTX compiled kernels for it), so
+        the next process finds them. A cache that cannot be written is said once; running goes on."""
+        if self.runtime_cache is None or self.runtime_cache_path is None or batch in self._compiled:
+            return
+        self._compiled.add(batch)
+        try:
+            cache.save_runtime_cache(self.runtime_cache_path, bytes(self.runtime_cache.serialize()))
+        except SegnetError as exc:
+            log.info(f"runtime cache not saved: {exc}")
+            self.runtime_cache_path = None
 
 
 def _leading(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -15,15 +15,17 @@ from pathlib import Path
 import pytest
 
 from segnet.backends.tensorrt import engine_cache
-from segnet.backends.tensorrt.engine_cache import EngineKey, EngineUnusable
+from segnet.backends.tensorrt.engine_cache import EngineKey, EngineLoadFailed, EngineUnusable
 from segnet.errors import SegnetError
 from segnet.util import atomic_write
 
 REPO = Path(__file__).resolve().parents[2]
 
-KEY = EngineKey(model_sha256="ab" * 32, tensorrt_version="10.16.1.11", gpu_name="NVIDIA H200",
-                compute_capability=(9, 0), precision="fp16-flag", input_shape=(1, 3, 256, 512),
+KEY = EngineKey(model_sha256="ab" * 32, flavour="tensorrt", tensorrt_version="10.16.1.11", gpu_name="NVIDIA H200",
+                targets=((9, 0),), precision="fp16-flag", input_shape=(1, 3, 256, 512),
                 builder_settings=(("workspace", 1 << 30), ("optimization_level", 3)))
+RTX_KEY = dataclasses.replace(KEY, flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", gpu_name="", targets=(),
+                              precision="fp16-model")
 
 
 def run_python(code: str, **env) -> subprocess.Popen:
@@ -49,8 +51,8 @@ class Builder:
 
 
 def test_key_digest_changes_with_every_field():
-    changed = {"model_sha256": "cd" * 32, "tensorrt_version": "11.4.0.106", "gpu_name": "Orin",
-               "compute_capability": (8, 7), "precision": "fp32", "input_shape": (1, 3, 512, 1024),
+    changed = {"model_sha256": "cd" * 32, "flavour": "tensorrt_rtx", "tensorrt_version": "11.4.0.106",
+               "gpu_name": "Orin", "targets": ((8, 7),), "precision": "fp32", "input_shape": (1, 3, 512, 1024),
                "builder_settings": (("workspace", 1 << 28), ("optimization_level", 3)), "format_version": 99}
     digests = {KEY.digest()} | {dataclasses.replace(KEY, **{f: v}).digest() for f, v in changed.items()}
     assert len(digests) == len(changed) + 1
@@ -60,6 +62,27 @@ def test_key_digest_changes_with_every_field():
 def test_engine_name_is_readable_and_unique():
     name = KEY.engine_name("models/x/fcn_resnet18.onnx")
     assert name == f"fcn_resnet18.onnx.fp16-flag.trt10.16.1.11.sm90.{KEY.digest()}.engine"
+
+
+def test_rtx_engine_name_says_flavour_and_targets_not_the_building_machine():
+    portable = RTX_KEY.engine_name("fcn_resnet18.onnx")
+    assert portable == f"fcn_resnet18.onnx.fp16-model.rtx1.7.1.116.portable.{RTX_KEY.digest()}.engine"
+    two = dataclasses.replace(RTX_KEY, targets=((8, 9), (12, 0)))
+    assert two.engine_name("fcn_resnet18.onnx").startswith("fcn_resnet18.onnx.fp16-model.rtx1.7.1.116.sm89-sm120.")
+    assert two.digest() != RTX_KEY.digest() != dataclasses.replace(RTX_KEY, flavour="tensorrt").digest()
+    assert engine_cache.parse_targets_tag("sm89-sm120") == ((8, 9), (12, 0))
+    assert engine_cache.parse_targets_tag("portable") == ()
+    assert engine_cache.parse_targets_tag("sm89-x") is None
+
+
+def test_runtime_cache_sits_beside_its_engine_one_per_gpu(tmp_path):
+    engine = tmp_path / RTX_KEY.engine_name("fcn_resnet18.onnx")
+    path = engine_cache.runtime_cache_path(engine, "NVIDIA GeForce RTX 4090", (8, 9))
+    assert path.parent == tmp_path
+    assert path.name == engine.name.removesuffix(".engine") + ".NVIDIA-GeForce-RTX-4090.sm89.runtime.cache"
+    assert engine_cache.read_runtime_cache(path) == b""
+    engine_cache.save_runtime_cache(path, b"kernels")
+    assert engine_cache.read_runtime_cache(path) == b"kernels"
 
 
 def test_timing_cache_is_per_tensorrt_version_and_gpu():
@@ -162,6 +185,44 @@ def test_engine_tensorrt_refuses_is_rebuilt_once(tmp_path, caplog):
     build = Builder()
     assert engine_cache.load_or_build(path, KEY, build, loader, building="b") == b"ENGINE v1"
     assert build.calls == 1 and "bad magic" in status_lines(caplog)[0]
+
+
+def test_engine_the_machine_cannot_load_is_reported_and_kept(tmp_path, caplog):
+    # an intact engine refused because of the driver: rebuilding would not help, deleting it would lose it
+    caplog.set_level(logging.INFO, logger="segnet")
+    path = tmp_path / "m.engine"
+    engine_cache.save_engine(path, b"ENGINE v1", KEY)
+
+    def driver_problem(data):
+        raise EngineLoadFailed("TensorRT cannot load the engine on this machine: the CUDA driver is too old")
+
+    build = Builder()
+    with pytest.raises(EngineLoadFailed) as info:
+        engine_cache.load_or_build(path, KEY, build, driver_problem, building="b")
+    assert str(info.value) == ("TensorRT cannot load the engine on this machine: the CUDA driver is too old "
+                               f"(the engine {path} is kept)")
+    assert build.calls == 0 and engine_cache.read_engine(path) == b"ENGINE v1"
+    assert not any("unusable" in line for line in status_lines(caplog))
+
+
+def test_fresh_engine_the_machine_cannot_load_is_kept_too(tmp_path):
+    def driver_problem(data):
+        raise EngineLoadFailed("cannot load the engine on this machine: no driver")
+
+    with pytest.raises(EngineLoadFailed, match="no driver"):
+        engine_cache.load_or_build(tmp_path / "m.engine", KEY, Builder(), driver_problem, building="b")
+    assert engine_cache.read_engine(tmp_path / "m.engine") == b"ENGINE v1"
+
+
+def test_build_into_cache_builds_once_and_loads_nothing(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="segnet")
+    path, build = tmp_path / "m.engine", Builder()
+    assert engine_cache.build_into_cache(path, RTX_KEY, build, building="building X") is True
+    assert engine_cache.build_into_cache(path, RTX_KEY, build, building="building X") is False
+    assert build.calls == 1 and status_lines(caplog) == ["building X"]
+    path.write_bytes(b"ENGINE v0")  # damaged: built again
+    assert engine_cache.build_into_cache(path, RTX_KEY, build, building="building X") is True
+    assert engine_cache.read_engine(path) == b"ENGINE v1" and build.calls == 2
 
 
 def test_fresh_engine_that_does_not_load_is_an_error_not_a_loop(tmp_path):

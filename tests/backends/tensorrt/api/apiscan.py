@@ -1,8 +1,8 @@
 """What a TensorRT backend's source touches, read from its syntax tree, and whether its ``TRT_API`` table says so.
 
 The source declares ``TRT_VARIABLES`` (variable name -> TensorRT class) and ``TRT_API`` (per path
-"common", "10", "11": TensorRT name -> the arguments passed, or None for an attribute, property or enum
-member). Functions named ``*_trt10`` / ``*_trt11`` are that version's path; the rest is "common".
+"common", "10", "11", "rtx": TensorRT name -> the arguments passed, or None for an attribute, property or enum
+member). Functions named ``*_trt10`` / ``*_trt11`` / ``*_rtx`` are that path's; the rest is "common".
 No TensorRT is needed here; ``conformance.py`` checks the table against the real bindings.
 """
 
@@ -11,13 +11,15 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-PATHS = ("10", "11")
+PATHS = ("10", "11", "rtx")
+#: The name ending of a function that runs on one path only.
+SUFFIXES = {"10": "_trt10", "11": "_trt11", "rtx": "_rtx"}
 
 
 @dataclass(frozen=True)
 class Use:
     name: str  # "Builder.create_network", "BuilderFlag.FP16", "__version__"
-    path: str  # "common", "10" or "11"
+    path: str  # "common", "10", "11" or "rtx"
     line: int
     call: tuple[int, tuple[str, ...]] | None = None  # (positional count, keyword names) when called
     override: tuple[str, ...] | None = None  # parameter names, for a method of a subclass of a TensorRT class
@@ -35,7 +37,7 @@ def declared(source: str) -> tuple[dict, dict]:
 
 def path_of(function_name: str, inherited: str) -> str:
     for path in PATHS:
-        if function_name.endswith(f"_trt{path}"):
+        if function_name.endswith(SUFFIXES[path]):
             return path
     return inherited
 

@@ -3,9 +3,10 @@
 Run by ``test_trt_api.py`` in a subprocess whose ``PYTHONPATH`` holds an unpacked ``tensorrt_bindings`` wheel
 and whose ``LD_LIBRARY_PATH`` holds stand-in ``libnvinfer``/``libnvonnxparser``/``libnvinfer_plugin``
 libraries: enough to import the bindings and read TensorRT's real classes, enums and signatures (pybind11
-writes each function's signatures into its docstring), not to build anything.
+writes each function's signatures into its docstring), not to build anything. For TensorRT-RTX
+(``--module tensorrt_rtx_bindings``) the ``PYTHONPATH`` holds the real bindings and libraries.
 
-    python conformance.py SOURCE [--model ONNX]   ->   one JSON object on stdout
+    python conformance.py SOURCE [--model ONNX] [--module NAME]   ->   one JSON object on stdout
 """
 
 from __future__ import annotations
@@ -119,8 +120,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("source")
     parser.add_argument("--model", help="also report how segnet.backends.tensorrt behaves (tiny ONNX model)")
+    parser.add_argument("--module", default="tensorrt_bindings", help="the bindings module to check against")
     args = parser.parse_args()
-    import tensorrt_bindings as trt
+    import importlib
+
+    trt = importlib.import_module(args.module)
 
     from segnet.backends.tensorrt import api_path
 

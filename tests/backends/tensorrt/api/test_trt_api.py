@@ -1,12 +1,14 @@
 """API conformance of ``segnet/backends/tensorrt/`` against the real TensorRT Python bindings, newest 10.x
-and 11.x, on a machine without TensorRT's libraries or a GPU.
+and 11.x, and TensorRT-RTX's, on a machine without a GPU.
 
-``.ci/trt-bindings.sh`` fetches the bindings wheels into ``$SEGNET_TRT_BINDINGS`` (default
+``.ci/trt-bindings.sh`` fetches the TensorRT bindings wheels into ``$SEGNET_TRT_BINDINGS`` (default
 ``~/.cache/segnet/trt-bindings``). Each wheel is unpacked here, and the three libraries its
 ``tensorrt.so`` links against are replaced by stand-ins compiled with gcc that export the nine C symbols the
 bindings need (returning null). ``import tensorrt_bindings`` then works and shows TensorRT's real classes,
-enums and signatures; nothing can be built. Without the wheels the test skips, except in CI (``CI=true``),
-where that is a failure.
+enums and signatures; nothing can be built. TensorRT-RTX's real libraries are on PyPI: ``.ci/run`` installs
+them with its bindings into their own folder (``$SEGNET_TRT_RTX``, default ``.trt-rtx`` in the project), which
+the subprocess gets on its ``PYTHONPATH``. Without the wheels or the folder the tests skip, except in CI
+(``CI=true``), where that is a failure.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[3]
 PACKAGE = REPO / "segnet" / "backends" / "tensorrt"
 #: The modules that touch TensorRT; ``api.py`` declares the one table for all of them.
-SOURCES = [PACKAGE / name for name in ("api.py", "builder.py", "runner.py", "__init__.py")]
+SOURCES = [PACKAGE / name for name in ("api.py", "builder.py", "runner.py", "recipe.py", "__init__.py")]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "segnet" / "trt-bindings"
 BINDINGS = Path(os.environ.get("SEGNET_TRT_BINDINGS") or CACHE)
 IN_CI = os.environ.get("CI", "").lower() == "true"
+RTX = Path(os.environ.get("SEGNET_TRT_RTX") or REPO / ".trt-rtx")
 
 STAND_IN = """
 #include <stddef.h>
@@ -65,10 +68,21 @@ def newest_wheel(major: str) -> Path | None:
     return found[max(found)] if found else None
 
 
-@pytest.fixture(scope="session", params=["10", "11"], ids=["trt10", "trt11"])
+def rtx_folder() -> tuple[str, str, str]:
+    """(PYTHONPATH, LD_LIBRARY_PATH, version) of the TensorRT-RTX folder ``.ci/run`` installs."""
+    found = sorted(RTX.glob("tensorrt_rtx_cu*_bindings-*.dist-info"))
+    if not (RTX / "tensorrt_rtx_bindings").is_dir() or not (RTX / "tensorrt_rtx_libs").is_dir() or not found:
+        unavailable(f"no TensorRT-RTX libraries and bindings in {RTX} (.ci/run installs them there)")
+    return str(RTX), str(RTX / "tensorrt_rtx_libs"), found[-1].name.removesuffix(".dist-info").split("-")[1]
+
+
+@pytest.fixture(scope="session", params=["10", "11", "rtx"], ids=["trt10", "trt11", "rtx"])
 def bindings(request, tmp_path_factory):
-    """(PYTHONPATH, LD_LIBRARY_PATH, version) that make this version's ``tensorrt_bindings`` importable."""
+    """(PYTHONPATH, LD_LIBRARY_PATH, version) that make this version's ``tensorrt_bindings`` (or TensorRT-RTX's
+    ``tensorrt_rtx_bindings``) importable."""
     major = request.param
+    if major == "rtx":
+        return rtx_folder()
     if not BINDINGS.is_dir():
         unavailable(f"no TensorRT bindings wheels folder {BINDINGS}")
     wheel = newest_wheel(major)
@@ -94,11 +108,16 @@ def bindings(request, tmp_path_factory):
     return str(site), str(libs), wheel.name.split("-")[1]
 
 
+def is_rtx(bindings) -> bool:
+    return bindings[0] == str(RTX)
+
+
 def conformance(bindings, source: Path, *extra: str) -> dict:
     """Run conformance.py against one version's bindings; its JSON result."""
     site, libs, _ = bindings
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, str(HERE), str(REPO)]), "LD_LIBRARY_PATH": libs}
-    done = subprocess.run([sys.executable, str(HERE / "conformance.py"), str(source), *extra], env=env,
+    module = ["--module", "tensorrt_rtx_bindings"] if is_rtx(bindings) else []
+    done = subprocess.run([sys.executable, str(HERE / "conformance.py"), str(source), *module, *extra], env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -126,15 +145,21 @@ def test_backend_lists_every_tensorrt_name_it_uses_and_gates_version_code():
 
 def test_backend_fits_the_real_bindings(bindings, product):
     _, _, version = bindings
-    assert product["version"] == version and product["path"] == version.split(".")[0]
+    assert product["version"] == version
+    assert product["path"] == ("rtx" if is_rtx(bindings) else version.split(".")[0])
     assert product["problems"] == []
 
 
 def test_backend_imports_and_reports_tensorrt_not_usable_cleanly(bindings, product):
     _, _, version = bindings
-    assert product["module"] == "tensorrt_bindings"
     reason = product["unusable_reason"]
-    assert reason.startswith(f"TensorRT {version} not usable: it could not create its runtime") and "\n" not in reason
+    if is_rtx(bindings):  # the real library: its runtime is made; CUDA (no package, no GPU here) is what is missing
+        assert product["module"] == "tensorrt_rtx_bindings"
+        assert reason.startswith("CUDA is not usable: ") and "\n" not in reason
+    else:
+        assert product["module"] == "tensorrt_bindings"
+        assert reason.startswith(f"TensorRT {version} not usable: it could not create its runtime")
+        assert "\n" not in reason
     assert product["tensorrt_error"] == f"--backend tensorrt cannot run: {reason}"
     assert product["auto_shape"] == [1, 5, 1, 2] and product["auto_description"].startswith("onnxruntime")
     assert product["auto_stderr"] == f"segnet: TensorRT not used, running on onnxruntime: {reason}\n"
@@ -148,6 +173,7 @@ TRT_API = {
     "common": {"__version__": None},
     "10": {"BuilderFlag.FP16": None, "IBuilderConfig.set_flag": ("flag",)},
     "11": {"BuilderFlag.FP16": None, "IBuilderConfig.set_flag": ("flag",)},
+    "rtx": {"BuilderFlag.FP16": None, "IBuilderConfig.set_flag": ("flag",)},
 }
 
 def configure(trt, config):
@@ -155,6 +181,8 @@ def configure(trt, config):
         _fp16_trt10(trt, config)
     elif api_path(trt) == "11":
         _fp16_trt11(trt, config)
+    elif api_path(trt) == "rtx":
+        _fp16_rtx(trt, config)
 
 def api_path(trt):
     return "10" if trt.__version__.startswith("10.") else "11"
@@ -163,6 +191,9 @@ def _fp16_trt10(trt, config):
     config.set_flag(trt.BuilderFlag.FP16)
 
 def _fp16_trt11(trt, config):  # the mistake: TensorRT 11 has no FP16 builder flag
+    config.set_flag(trt.BuilderFlag.FP16)
+
+def _fp16_rtx(trt, config):  # the same mistake: neither has TensorRT-RTX
     config.set_flag(trt.BuilderFlag.FP16)
 '''
 
@@ -173,7 +204,7 @@ def write(tmp_path, source: str) -> Path:
     return path
 
 
-def test_fp16_flag_on_the_11_path_fails_against_11_only(bindings, tmp_path):
+def test_fp16_flag_on_the_11_and_rtx_paths_fails_against_those_only(bindings, tmp_path):
     assert apiscan.check_table(FP16_FLAG_ON_BOTH_PATHS) == []  # the table is honest; TensorRT 11 is not there
     problems = conformance(bindings, write(tmp_path, FP16_FLAG_ON_BOTH_PATHS))["problems"]
     _, _, version = bindings
@@ -217,8 +248,8 @@ def test_name_removed_in_11_fails_there_on_the_common_path(bindings, tmp_path):
 def test_version_specific_name_on_the_common_path_is_caught():
     source = FP16_FLAG_ON_BOTH_PATHS.replace("def _fp16_trt11(trt, config):", "def fp16_anywhere(trt, config):")
     problems = apiscan.check_table(source)
-    assert any("BuilderFlag.FP16 is used on the common path but not listed for it in TRT_API (listed for 10, 11 only)"
-               in p for p in problems)
+    assert any("BuilderFlag.FP16 is used on the common path but not listed for it in TRT_API "
+               "(listed for 10, 11, rtx only)" in p for p in problems)
 
 
 def test_ungated_call_of_version_code_is_caught():

@@ -1,6 +1,6 @@
-"""The FP16 model conversion for TensorRT 11, run for real with onnxruntime's converter: on the CPU provider
-everywhere, and for FCN-ResNet18 on the CUDA provider where onnxruntime-gpu sees a GPU (there onnxruntime
-really computes in FP16). ``SEGNET_REQUIRE_GPU=1`` turns that skip into a failure."""
+"""The FP16 model conversion for TensorRT 11, TensorRT-RTX and onnxruntime, run for real with onnxruntime's
+converter: on the CPU provider everywhere, and for FCN-ResNet18 on the CUDA provider where onnxruntime-gpu sees a
+GPU (there onnxruntime really computes in FP16). ``SEGNET_REQUIRE_GPU=1`` turns that skip into a failure."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from segnet.backends.tensorrt import fp16
+from segnet.backends import fp16
 from segnet.errors import SegnetError
 from tests.support.models import make_fcn
 

@@ -1,10 +1,13 @@
-"""An FP16 copy of an FP32 ONNX model, for TensorRT 11.
+"""An FP16 copy of an FP32 ONNX model, for TensorRT 11, TensorRT-RTX and onnxruntime.
 
-TensorRT 11 networks are strongly typed: precision comes from the model, and the FP16 builder flag is gone.
-So the model is converted first with onnxruntime's maintained converter
+TensorRT 11 and TensorRT-RTX networks are strongly typed: precision comes from the model, and the FP16 builder
+flag is gone. So the model is converted first with onnxruntime's maintained converter
 (``onnxruntime.transformers.float16``), keeping FP32 inputs and outputs, and the copy is used only after
 onnxruntime has shown that the FP32 model's activations fit FP16's range and that the copy's class map
 agrees with the FP32 model's. Copies are cached by the source model's hash and the converter's version.
+onnxruntime runs the same copy for ``precision="fp16"`` (to compare precisions on any machine; its CPU provider
+computes many FP16 operators in FP32, so there it shows the effect of FP16 weights and conversion, not of FP16
+arithmetic).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import SegnetError, option
-from ...util import atomic_write, file_sha256
+from ..errors import SegnetError, option
+from ..util import atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +54,17 @@ def fp16_model(model_path: str | Path, folder: Path, model_sha256: str | None = 
     with FileLock(str(out) + ".lock"):
         if out.exists():
             return out
-        log.info(f"converting {model_path} to FP16 for TensorRT 11 with {CONVERTER} (once)")
-        converted = convert_to_fp16(model_path)
-        check_fp16(Path(model_path).read_bytes(), converted, input_blob, output_blob, providers=providers,
-                   name=str(model_path))
+        log.info(f"converting {model_path} to FP16 with {CONVERTER} (once)")
+        try:
+            converted = convert_to_fp16(model_path)
+            check_fp16(Path(model_path).read_bytes(), converted, input_blob, output_blob, providers=providers,
+                       name=str(model_path))
+        except SegnetError:
+            raise
+        except Exception as exc:  # onnx and onnxruntime raise their own types for a model they cannot handle
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SegnetError(f"cannot convert {model_path} to FP16 (onnxruntime cannot run it: {reason}); "
+                              f"use {option('precision', 'fp32')} if the model is fine") from None
         atomic_write(out, converted)
     return out
 

@@ -1,0 +1,47 @@
+"""Where segnet keeps the files it derives from a model: TensorRT engines and their caches, FP16 copies."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import SegnetError, option
+
+
+def is_writable(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (``os.access`` says yes to root on a read-only
+    mount and cannot see every ACL)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def cache_dir(model_path: str | Path, override: str | Path | None = None, *,
+              writable: Callable[[Path], bool] = is_writable) -> Path:
+    """The folder: ``override`` (``--engine-cache``), else ``$SEGNET_CACHE``, else the model's folder when
+    writable (where jetson users look), else the user cache directory."""
+    chosen = override or os.environ.get("SEGNET_CACHE")
+    if chosen:
+        return _ready(Path(chosen).expanduser(), writable,
+                      f"choose another with {option('engine_cache')} or SEGNET_CACHE")
+    beside = Path(model_path).resolve().parent
+    if writable(beside):
+        return beside
+    import platformdirs
+
+    return _ready(Path(platformdirs.user_cache_dir("segnet")) / "engines", writable,
+                  f"set one with {option('engine_cache')} or SEGNET_CACHE")
+
+
+def _ready(folder: Path, writable: Callable[[Path], bool], fix: str) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SegnetError(f"cannot create engine cache folder {folder}: {exc.strerror or exc} ({fix})") from None
+    if not writable(folder):
+        raise SegnetError(f"engine cache folder {folder} is not writable ({fix})")
+    return folder

@@ -1,0 +1,63 @@
+"""``segnet-build-engine``: build the TensorRT engine a later ``segnet-console`` run loads from the cache, ahead of
+time and without running any image. With TensorRT-RTX it needs no GPU and no CUDA package (build servers, CI,
+Docker image builds)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import Parser, add_options, add_verbosity, configure_output, guarded, options_from
+
+PROG = "segnet-build-engine"
+
+EPILOG = """\
+examples:
+  segnet-build-engine                                          the default network, FP16
+  segnet-build-engine --network=fcn-resnet18-cityscapes-1024x512 --batch-size=8
+  segnet-build-engine --model=net.onnx --precision=fp32 --engine-cache=engines/
+  segnet-build-engine --tensorrt-flavour=tensorrt_rtx --target=sm89,sm120
+
+TensorRT-RTX builds without a GPU: without --target, the portable engine for every GPU it supports by default
+(compute capability 8.0, 8.6, 8.9, 12.0, 12.1); --target sm75 for Turing. TensorRT 10/11 build for this
+machine's GPU. Give segnet-console the same network, --precision, --batch-size and --engine-cache to use it.
+"""
+
+#: The options that decide which engine a run needs; the network group's come with them.
+ENGINE_OPTIONS = ("precision", "engine_cache", "batch_size", "tensorrt_flavour")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog=PROG, description="Build the TensorRT engine of a network ahead of time, into the cache where "
+               "segnet-console looks for it.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p, "network")
+    add_options(p, "backend", only=ENGINE_OPTIONS)
+    p.add_argument("--target", metavar="SM,...", help="TensorRT-RTX only: the compute capabilities to build for, "
+                   "e.g. sm89,sm120 (sm75, sm80, sm86, sm89, sm120, sm121); default: its portable engine")
+    add_verbosity(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backends.tensorrt import build_ahead, parse_targets
+
+    configure_output(args.quiet, args.verbose)
+    targets = parse_targets(args.target) if args.target is not None else None
+    built = build_ahead(options_from(args), targets)
+    what = "built" if built.built else "already in the cache"
+    time = f" in {built.seconds:.1f} s" if built.built else ""
+    print(f"{what}{time}: {built.description}, {built.size / 1e6:.1f} MB")
+    print(built.path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,325 @@
+"""A stand-in ``tensorrt`` (or ``tensorrt_rtx``) module and a stand-in CUDA layer, for testing what the backend
+asks of TensorRT on machines without a GPU. Not a test module: the tests of this folder import it.
+
+The fakes are small: the parser reads the ONNX model it is given (file or bytes) with onnx, the "engine" is a JSON
+record of the network's tensors, optimisation profile and targets, and running it computes the pooling model's
+numpy reference on whatever sits in the fake device memory. ``record`` collects what the backend asked for; its
+``"fail"`` entry makes chosen calls fail the way real TensorRT does (``None``, ``-1``, a logged error).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import onnx
+
+from segnet.backends.tensorrt.cuda import DeviceBuffer, GpuInfo, Stream
+from tests.support.models import pooling_reference
+
+CLASSES = 5
+
+
+class FakeCuda:
+    def __init__(self, name: str = "Fake GPU", compute_capability: tuple[int, int] = (9, 0)):
+        self.info = GpuInfo(name, compute_capability)
+        self.memory: dict[int, bytearray] = {}
+        self.calls: list = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def device_info(self):
+        return self.info
+
+    def device_buffer(self, nbytes):
+        ptr = 0x1000 * (len(self.memory) + 1)
+        self.memory[ptr] = bytearray(nbytes)
+        return DeviceBuffer(ptr, nbytes, None)
+
+    def pinned_array(self, shape, dtype):
+        return np.zeros(shape, dtype)
+
+    def stream(self):
+        return Stream(7, None)
+
+    def copy_to_device(self, dst, src, stream):
+        assert src.flags.c_contiguous and src.nbytes <= dst.nbytes
+        self.memory[dst.ptr][:src.nbytes] = src.tobytes()
+        self.calls.append(("to_device", src.shape))
+
+    def copy_to_host(self, dst, src, stream):
+        assert dst.flags.c_contiguous and dst.nbytes <= src.nbytes
+        dst[...] = np.frombuffer(bytes(self.memory[src.ptr][:dst.nbytes]), dst.dtype).reshape(dst.shape)
+        self.calls.append(("to_host", dst.shape))
+
+    def synchronize(self, stream):
+        self.calls.append("synchronize")
+
+    def close(self):
+        pass
+
+
+def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", version: str | None = None):
+    """A stand-in TensorRT module of ``flavour`` ("tensorrt" or "tensorrt_rtx"); ``record`` collects what the
+    builder and runtime were asked to do, and ``record["fail"]`` (a set) makes calls fail: "parse", "profile",
+    "build", "deserialize" (with ``record["deserialize_error"]``); ``record["validity"]`` (or what calling it
+    gives) is what TensorRT-RTX's validity check answers."""
+    fail = record.setdefault("fail", set())
+    rtx = flavour == "tensorrt_rtx"
+
+    class ILogger:
+        ERROR, INTERNAL_ERROR = "error", "internal error"
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network:
+        def __init__(self):
+            self.inputs, self.outputs = [], []
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        def get_input(self, index):
+            return self.inputs[index]
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.network, self.logger = network, logger
+
+        def parse_from_file(self, model):
+            record["parsed"] = "file"
+            record["parsed_model"] = onnx.load(model)
+            return self._read(record["parsed_model"])
+
+        def parse(self, model):
+            record["parsed"] = "bytes"
+            record["parsed_model"] = onnx.load_from_string(bytes(model))
+            return self._read(record["parsed_model"])
+
+        def _read(self, model):
+            if "parse" in fail:
+                self.logger.log(ILogger.ERROR, "ModelImporter.cpp:100: the parser said no\ndetails")
+                return False
+
+            def tensors(values):
+                return [Tensor(v.name, tuple(d.dim_value if d.dim_value > 0 else -1
+                                             for d in v.type.tensor_type.shape.dim)) for v in values]
+
+            weights = {t.name for t in model.graph.initializer}
+            self.network.inputs = tensors(v for v in model.graph.input if v.name not in weights)
+            self.network.outputs = tensors(model.graph.output)
+            return True
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, input, min, opt, max):
+            self.shapes[input] = (min, opt, max)
+
+    class TimingCache:
+        def combine(self, input_cache, ignore_mismatch):
+            return True
+
+        def serialize(self):
+            return b"timing"
+
+    class Config:
+        def __init__(self, logger):
+            self.logger = logger
+            self.profiles, self.flags, self.targets = [], [], {}
+            self.num_compute_capabilities = 0
+            self.timing = False
+
+        def set_memory_pool_limit(self, pool, pool_size):
+            pass
+
+        def set_flag(self, flag):
+            self.flags.append(flag)
+
+        def set_compute_capability(self, compute_capability, index):
+            assert 0 <= index < self.num_compute_capabilities
+            self.targets[index] = compute_capability
+            return True
+
+        def add_optimization_profile(self, profile):
+            if "profile" in fail:
+                self.logger.log(ILogger.ERROR, "IOptimizationProfile::isValid: Error Code 4: MIN<=OPT<=MAX")
+                return -1
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def create_timing_cache(self, serialized_timing_cache):
+            self.timing = True
+            return TimingCache()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            return True
+
+        def get_timing_cache(self):
+            return TimingCache()
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags):
+            return Network()
+
+        def create_builder_config(self):
+            return Config(self.logger)
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            if "build" in fail:
+                self.logger.log(ILogger.ERROR, "Error Code 2: Internal Error (out of builder memory)")
+                return None
+            record["builds"] = record.get("builds", 0) + 1
+            profiles = [{k: [list(s) for s in v] for k, v in p.shapes.items()} for p in config.profiles]
+            record["profiles"] = profiles
+            record["flags"] = config.flags
+            record["targets"] = [config.targets[i] for i in range(config.num_compute_capabilities)]
+            record["timing_cache"] = config.timing
+            return json.dumps({"inputs": {t.name: t.shape for t in network.inputs},
+                               "outputs": {t.name: t.shape for t in network.outputs},
+                               "profiles": profiles, "targets": record["targets"]}).encode()
+
+    class RuntimeCache:
+        def __init__(self):
+            self.kernels: list[int] = []
+
+        def deserialize(self, blob):
+            record.setdefault("cache_loaded", []).append(bytes(blob))
+            if not bytes(blob).startswith(b"kernels:"):
+                return False
+            self.kernels = json.loads(bytes(blob)[len(b"kernels:"):])
+            return True
+
+        def serialize(self):
+            return b"kernels:" + json.dumps(sorted(self.kernels)).encode()
+
+    class RuntimeConfig:
+        def __init__(self):
+            self.dynamic_shapes_kernel_specialization_strategy = "lazy"
+            self.cache = None
+
+        def create_runtime_cache(self):
+            return RuntimeCache()
+
+        def set_runtime_cache(self, cache):
+            self.cache = cache
+            return True
+
+    class Context:
+        def __init__(self, engine, runtime_config=None):
+            self.engine, self.runtime_config = engine, runtime_config
+            self.shapes = dict(engine.shapes)
+            self.addresses = {}
+            self.set_shapes = []
+            record["contexts"] = record.get("contexts", []) + [self]
+
+        def set_input_shape(self, name, shape):
+            low, _, high = (tuple(s) for s in self.engine.profiles[0][name])
+            if not all(lo <= d <= hi for lo, d, hi in zip(low, shape, high)):
+                return False
+            self.set_shapes.append((name, tuple(shape)))
+            self.shapes[name] = tuple(shape)
+            for out in self.engine.outputs:  # the batch follows the input's
+                self.shapes[out] = (shape[0], *self.engine.shapes[out][1:])
+            return True
+
+        def get_tensor_shape(self, name):
+            return self.shapes[name]
+
+        def set_tensor_address(self, name, memory):
+            self.addresses[name] = memory
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            (inp,), (out,) = self.engine.inputs, self.engine.outputs
+            assert -1 not in self.shapes[inp], "input shape not set"
+            n = self.shapes[inp][0]
+            if self.runtime_config is not None:  # TensorRT-RTX compiles the kernels of a new shape (JIT)
+                cache = self.runtime_config.cache
+                if n not in cache.kernels:
+                    cache.kernels.append(n)
+                    record.setdefault("compiled", []).append(
+                        (n, self.runtime_config.dynamic_shapes_kernel_specialization_strategy))
+            images = np.frombuffer(bytes(cuda.memory[self.addresses[inp]]), np.float32)
+            images = images[:int(np.prod(self.shapes[inp]))].reshape(self.shapes[inp])
+            scores = np.stack([pooling_reference(image, CLASSES) for image in images]).astype(np.float32)
+            assert scores.shape == self.shapes[out] and len(scores) == n
+            cuda.memory[self.addresses[out]][:scores.nbytes] = scores.tobytes()
+            return True
+
+    class Engine:
+        def __init__(self, data):
+            plan = json.loads(data)
+            self.inputs, self.outputs = list(plan["inputs"]), list(plan["outputs"])
+            self.shapes = {k: tuple(v) for k, v in {**plan["inputs"], **plan["outputs"]}.items()}
+            self.profiles = plan["profiles"]
+            self.num_io_tensors = len(self.shapes)
+
+        def get_tensor_name(self, index):
+            return [*self.inputs, *self.outputs][index]
+
+        def get_tensor_mode(self, name):
+            return "input" if name in self.inputs else "output"
+
+        def get_tensor_dtype(self, name):
+            return "float"
+
+        def get_tensor_shape(self, name):
+            return self.shapes[name]
+
+        def create_runtime_config(self):
+            return RuntimeConfig()
+
+        def create_execution_context(self, runtime_config=None):
+            assert (runtime_config is not None) == rtx, "TensorRT-RTX contexts get a runtime config, others none"
+            return Context(self, runtime_config)
+
+    class Runtime:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def get_engine_validity(self, buffer):
+            validity = record.get("validity", (EngineValidity.VALID, 0))
+            return validity() if callable(validity) else validity
+
+        def deserialize_cuda_engine(self, serialized_engine):
+            record["deserialized"] = record.get("deserialized", 0) + 1
+            if "deserialize" in fail:
+                self.logger.log(ILogger.ERROR, record["deserialize_error"])
+                return None
+            return Engine(serialized_engine)
+
+    EngineValidity = types.SimpleNamespace(VALID=0, SUBOPTIMAL=1, INVALID=2)
+    module = types.SimpleNamespace(
+        __name__="tensorrt_rtx_bindings" if rtx else "tensorrt",
+        __version__=version or ("1.7.1.116" if rtx else "10.16.1.11"), ILogger=ILogger, Builder=Builder,
+        OnnxParser=OnnxParser, Runtime=Runtime, MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"),
+        DataType=types.SimpleNamespace(FLOAT="float", HALF="half"), TensorIOMode=types.SimpleNamespace(INPUT="input"))
+    if rtx:
+        module.ComputeCapability = types.SimpleNamespace(SM75=75, SM80=80, SM86=86, SM89=89, SM120=120, SM121=121)
+        module.EngineValidity = EngineValidity
+        module.EngineInvalidityDiagnostics = types.SimpleNamespace(
+            VERSION_MISMATCH=1, UNSUPPORTED_CC=2, OLD_CUDA_DRIVER=4, OLD_CUDA_RUNTIME=8, INSUFFICIENT_GPU_MEMORY=16,
+            MALFORMED_ENGINE=32, CUDA_ERROR=64)
+        module.DynamicShapesKernelSpecializationStrategy = types.SimpleNamespace(LAZY="lazy", EAGER="eager",
+                                                                                 NONE="none")
+    elif int(module.__version__.split(".")[0]) < 11:
+        module.BuilderFlag = types.SimpleNamespace(FP16="fp16")
+    return module

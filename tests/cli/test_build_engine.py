@@ -1,0 +1,98 @@
+"""``segnet-build-engine`` in this process, with a stand-in TensorRT-RTX module where the real one would be
+imported from (the real library builds in ``tests/backends/tensorrt/rtx``): what it prints, what it writes where a
+later run looks, and its one-line errors."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from segnet.backends import tensorrt as trt_backend
+from segnet.backends.tensorrt import cuda as cuda_layer
+from tests.backends.tensorrt.fakes import FakeCuda, fake_tensorrt
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.models import make_fcn, write_network
+
+MODULES = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "tensorrt_rtx_bindings")
+
+
+@pytest.fixture
+def rtx(monkeypatch):
+    """A stand-in TensorRT-RTX, importable as ``tensorrt_rtx``; no GPU and no CUDA package."""
+    for name in MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+    record: dict = {}
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", fake_tensorrt(FakeCuda(), record, "tensorrt_rtx"))
+
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("building with TensorRT-RTX must not touch CUDA")
+
+    monkeypatch.setattr(cuda_layer, "open_cuda", no_cuda)
+    trt_backend.unusable_reason.cache_clear()
+    return record
+
+
+@pytest.fixture
+def network(tmp_path):
+    return write_network(tmp_path / "net", make_fcn, names=list("abcde"))
+
+
+def build(*args):
+    return run_cli(*args, prog="segnet-build-engine")
+
+
+def test_builds_the_portable_engine_into_the_cache_then_finds_it(rtx, network, tmp_path):
+    proc = build("--model", network, "--precision", "fp32", "--engine-cache", tmp_path / "engines")
+    assert proc.returncode == 0, proc.stderr
+    summary, path = proc.stdout.splitlines()
+    assert summary.startswith("built in ") and summary.endswith(" MB")
+    assert ": FP32 TensorRT-RTX 1.7.1.116 engine for every GPU it supports by default (sm80, sm86, sm89, sm120, " \
+           "sm121), " in summary
+    assert path.startswith(str(tmp_path / "engines" / "fcn_resnet18.onnx.fp32.rtx1.7.1.116.portable."))
+    assert proc.stderr.startswith("segnet: building FP32 TensorRT-RTX 1.7.1.116 engine for every GPU")
+    again = build("--model", network, "--precision", "fp32", "--engine-cache", tmp_path / "engines")
+    assert again.returncode == 0 and again.stdout.splitlines() == [summary.replace(
+        summary[:summary.index(":")], "already in the cache"), path]
+    assert rtx["builds"] == 1
+
+
+def test_targets_and_batch_size_make_their_own_engine(rtx, network, tmp_path):
+    proc = build("--model", network, "--target", "sm120,sm89", "--batch-size", "4", "--engine-cache", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ": FP16 TensorRT-RTX 1.7.1.116 engine for sm89, sm120, " in proc.stdout
+    assert ".fp16-model.rtx1.7.1.116.sm89-sm120." in proc.stdout.splitlines()[1]
+    assert rtx["targets"] == [89, 120] and rtx["profiles"][0]["input_0"][2][0] == 4
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--target", "sm90"], 2, "--target sm90: TensorRT-RTX builds for sm75, sm80, sm86, sm89, sm120, sm121"),
+    (["--precision", "int8"], 2, "--precision int8: choose fp16 or fp32"),
+    (["--threads", "2"], 2, "unrecognized arguments: --threads 2"),
+    (["--backend", "tensorrt"], 2, "unrecognized arguments: --backend"),
+])
+def test_usage_errors_are_one_line(rtx, network, args, code, words):
+    assert_one_line_error(build("--model", network, *args), code, words, prog="segnet-build-engine")
+
+
+def test_without_tensorrt_says_what_to_install(network, monkeypatch):
+    for name in MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+    assert_one_line_error(build("--model", network), 1, "pip install 'segnet[tensorrt-rtx]'",
+                          prog="segnet-build-engine")
+
+
+def test_broken_model_is_one_line(rtx, network):
+    rtx["fail"].add("parse")
+    assert_one_line_error(build("--model", network, "--precision", "fp32"), 1,
+                          "TensorRT-RTX 1.7.1.116 cannot parse", prog="segnet-build-engine")
+
+
+def test_help_lists_the_network_and_engine_options_only():
+    proc = build("--help")
+    assert proc.returncode == 0
+    for flag in ("--network", "--model", "--labels", "--precision", "--batch-size", "--engine-cache",
+                 "--tensorrt-flavour", "--target"):
+        assert flag in proc.stdout, flag
+    for flag in ("--backend", "--threads", "--alpha", "--workers"):
+        assert flag not in proc.stdout, flag
