@@ -19,8 +19,8 @@ from segnet.backends.tensorrt.engine_cache import EngineKey, EngineUnusable
 from segnet.errors import SegnetError
 from tests.support.users import as_other_user, shared_folder
 
-KEY = EngineKey(model_sha256="cd" * 32, tensorrt_version="10.16.1.11", gpu_name="NVIDIA H200",
-                compute_capability=(9, 0), precision="fp16-flag", input_shape=(1, 3, 256, 512),
+KEY = EngineKey(model_sha256="cd" * 32, flavour="tensorrt", tensorrt_version="10.16.1.11", gpu_name="NVIDIA H200",
+                targets=((9, 0),), precision="fp16-flag", input_shape=(1, 3, 256, 512),
                 builder_settings=(("workspace", 1 << 30),))
 ENGINE = b"ENGINE built by the first user"
 
