@@ -34,6 +34,7 @@ PRECISIONS = ("fp16", "fp32")
 LAYOUTS = ("NCHW", "NHWC")
 RESIZE_MODES = ("nearest", "bilinear", "letterbox")
 SCORES = ("logits", "sigmoid")
+FUSE_MODES = ("auto", "on", "off")
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, on RGB scaled to 0..1 (SPEC 4.1)
 STD = (0.229, 0.224, 0.225)
 
@@ -218,6 +219,10 @@ class Options:
     batch_size: int = _option(1, integer(1, 1024), "images per inference call (default: 1)", BACKEND, "N")
     threads: int = _option(0, integer(0, 1024), "onnxruntime threads per inference (default 0: one per core)",
                            BACKEND, "N")
+    fuse: str = _option("auto", choice(*FUSE_MODES), "pre-processing and the class map inside the network's "
+                        "graph, run by the backend with the network (the uint8 image goes in, the class map "
+                        "comes out): on, off, or auto (default: on for onnxruntime's CUDA provider)", BACKEND,
+                        "MODE")
     # what the model wants (also from segnet.json beside the model)
     input_layout: str | None = _option(None, optional(choice(*LAYOUTS, upper=True)), "NCHW or NHWC (default: "
                                        "the axis of size 3)", FORMAT, "LAYOUT")
