@@ -125,6 +125,8 @@ def benchmark(paths: list[Path], options: Options, scratch: Path, *, fmt: str = 
     from .run import processes as worker_processes
     from .segmenter import Segmenter
 
+    if worker_processes.count(options, len(paths)) or compare:
+        worker_processes.prestart()  # as segnet-console does: the fork server starts while the networks load
     single_options = Options.create(options, batch_size=1)
     with Segmenter(options=single_options) as single, Segmenter(options=options) as batched:
         segmenter_info = {"network": single.name, "backend": single.description,
