@@ -40,12 +40,13 @@ def _folder(tmp_path, bad=()):
     return folder
 
 
-@pytest.mark.parametrize("extra", [["--batch-size", "3"], ["--fuse", "on", "--visualize", "overlay,mask"]])
-def test_processes_write_what_threads_write_and_go_past_a_bad_image(net, tmp_path, extra):
+def test_processes_write_what_threads_write_and_go_past_a_bad_image(net, tmp_path):
     folder = _folder(tmp_path, bad={4})
     outs = {}
-    for kind, flags in (("threads", ["--processes", "0"]), ("processes", ["--processes", "2"])):
-        proc = run_cli("--model", net, *flags, *extra, folder, tmp_path / kind)
+    for kind, flags in (("threads", ["--processes", "0", "--fuse", "off"]),
+                        ("processes", ["--processes", "2", "--fuse", "on"])):
+        proc = run_cli("--model", net, *flags, "--batch-size", "3", "--visualize", "overlay,mask", folder,
+                       tmp_path / kind)
         assert proc.returncode == 1, proc.stderr
         assert proc.stderr.count("error:") == 1 and f"{sorted(IMAGES.glob('*.jpg'))[4].name}:" in proc.stderr
         outs[kind] = {p.name: p.read_bytes() for p in (tmp_path / kind).iterdir()}
