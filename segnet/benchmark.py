@@ -2,8 +2,13 @@
 
 In one run, on the same images and network: a plain sequential pipeline (decode, pre-process, inference,
 class map, colorize, encode, one image after another) and the pipelined runner of ``segnet-console``
-(worker threads, batches). Prints per-stage milliseconds per image and images/s for both, the network
-alone, and writes everything as JSON.
+(worker threads or processes, batches). Prints per-stage milliseconds per image and images/s for both, the
+network alone, and writes everything as JSON.
+
+For the pipelined run it also prints what the machine allows: the CPU time each stage took per image (the
+CPU time of the thread that ran it), the CPU time of the whole run (every thread and worker process), the
+cores used, and the bound they imply, ``cores / CPU ms per image`` (or the network's own rate when that is
+lower), so the gap between the measured rate and the bound is printed rather than guessed.
 """
 
 from __future__ import annotations
@@ -27,28 +32,33 @@ STAGES = ("decode", "preprocess", "inference", "classmap", "colorize", "encode")
 def sequential(segmenter, paths, visualize, out_dir: Path, fmt: str) -> dict:
     """The plain pipeline: every stage of every image, one after another, in this thread."""
     times = dict.fromkeys(STAGES, 0.0)
-    start = time.perf_counter()
+    cpu = dict.fromkeys(STAGES, 0.0)
+    start, cpu_start = time.perf_counter(), time.process_time()
 
     def clock(stage, fn, *args):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         value = fn(*args)
         times[stage] += time.perf_counter() - t
+        cpu[stage] += time.thread_time() - c
         return value
 
     for i, path in enumerate(paths):
         image = clock("decode", read_image, path)
         prepared = clock("preprocess", segmenter.prepare, image)
-        (scores,) = clock("inference", segmenter.infer_batch, [prepared.tensor])
-        result = clock("classmap", segmenter.finish, prepared, scores)
+        ((scores, class_map),) = clock("inference", segmenter.infer_maps, [prepared.tensor])
+        result = clock("classmap", segmenter.finish, prepared, scores, class_map)
         picture = clock("colorize", result.render, visualize)
         clock("encode", write_image, picture, out_dir / f"seq{i}.{fmt}")
-    return {"seconds": time.perf_counter() - start, "stage_seconds": times}
+    return {"seconds": time.perf_counter() - start, "stage_seconds": times, "cpu_stage_seconds": cpu,
+            "cpu_seconds": time.process_time() - cpu_start, "kind": "sequential", "workers": 1}
 
 
-def pipelined(segmenter, paths, visualize, out_dir: Path, fmt: str, workers: int) -> dict:
+def pipelined(segmenter, paths, visualize, out_dir: Path, fmt: str, workers: int, processes: int = 0) -> dict:
+    """The runner of ``segnet-console``: ``workers`` threads, or ``processes`` worker processes when > 0."""
     from .run import pipeline
 
     times = dict.fromkeys(STAGES, 0.0)
+    cpu = dict.fromkeys(STAGES, 0.0)
 
     def render(job):
         picture = pipeline.timed(job, "colorize", job.result.render, visualize)
@@ -59,18 +69,43 @@ def pipelined(segmenter, paths, visualize, out_dir: Path, fmt: str, workers: int
             raise job.error
         for stage, seconds in job.times.items():
             times[stage] += seconds
+        for stage, seconds in job.cpu.items():
+            cpu[stage] += seconds
 
     jobs = (pipeline.Job(i, str(p), functools.partial(read_image, p), out_dir / f"pipe{i}.{fmt}")
             for i, p in enumerate(paths))
     start = time.perf_counter()
-    pipeline.run(segmenter, jobs, render, sink, workers=workers)
-    return {"seconds": time.perf_counter() - start, "stage_seconds": times}
+    stats = pipeline.run(segmenter, jobs, render, sink, workers=workers, processes=processes,
+                         draw=tuple(visualize))
+    return {"seconds": time.perf_counter() - start, "stage_seconds": times, "cpu_stage_seconds": cpu, **stats}
+
+
+def bound(run: dict, images: int, cores: int) -> dict:
+    """What the cores allow for a run: its CPU milliseconds per image (in the stages, and in all), the
+    images/s ``cores`` can give at that cost, the images/s the network allows when it runs one batch at a
+    time in one thread, and how far the measured rate is below the lower of the two."""
+    stage_ms = sum(run["cpu_stage_seconds"].values()) * 1000 / images
+    all_ms = run["cpu_seconds"] * 1000 / images
+    network_ms = run["stage_seconds"]["inference"] * 1000 / images
+    cores_bound = cores * 1000 / max(stage_ms, 1e-9)
+    network_bound = 1000 / max(network_ms, 1e-9)
+    best = min(cores_bound, network_bound)
+    rate = images / run["seconds"]
+    return {"cores": cores, "cpu_ms_per_image_stages": stage_ms, "cpu_ms_per_image_all": all_ms,
+            "cores_bound_images_per_s": cores_bound,
+            "cores_bound_all_cpu_images_per_s": cores * 1000 / max(all_ms, 1e-9),
+            "network_bound_images_per_s": network_bound, "bound_images_per_s": best,
+            "limited_by": "cores" if cores_bound <= network_bound else "network", "gap": best / rate}
 
 
 def network_only(segmenter, batch: int, runs: int, sample: Path) -> dict:
     """Median time of ``runs`` inference calls of ``batch`` inputs shaped like ``sample``'s (random values)."""
-    shape = segmenter.prepare(sample).tensor.shape  # the model's size, or the image's for symbolic sizes
-    tensors = [np.random.default_rng(0).standard_normal(shape).astype(np.float32)] * batch
+    like = segmenter.prepare(sample).tensor  # the model's size, or the image's for symbolic sizes
+    rng = np.random.default_rng(0)
+    if like.dtype == np.uint8:  # pre-processing in the graph: the image goes in
+        tensors = [rng.integers(0, 256, like.shape, dtype=np.uint8)] * batch
+    else:
+        tensors = [rng.standard_normal(like.shape).astype(np.float32)] * batch
     for _ in range(3):
         segmenter.infer_batch(tensors)
     samples = []
@@ -83,11 +118,15 @@ def network_only(segmenter, batch: int, runs: int, sample: Path) -> dict:
 
 
 def benchmark(paths: list[Path], options: Options, scratch: Path, *, fmt: str = "jpg",
-              network_runs: int = 20, image_size: str | None = None) -> dict:
+              network_runs: int = 20, image_size: str | None = None, compare: bool = False) -> dict:
     """Sequential and pipelined runs over ``paths`` with the same network, and the network alone, as one
-    report (what ``segnet-bench`` prints and writes as JSON). Pictures are written into ``scratch``."""
+    report (what ``segnet-bench`` prints and writes as JSON). Pictures are written into ``scratch``.
+    ``compare``: also the pipelined runner with the other kind of workers (threads against processes)."""
+    from .run import processes as worker_processes
     from .segmenter import Segmenter
 
+    if worker_processes.count(options, len(paths)) or compare:
+        worker_processes.prestart()  # as segnet-console does: the fork server starts while the networks load
     single_options = Options.create(options, batch_size=1)
     with Segmenter(options=single_options) as single, Segmenter(options=options) as batched:
         segmenter_info = {"network": single.name, "backend": single.description,
@@ -96,19 +135,32 @@ def benchmark(paths: list[Path], options: Options, scratch: Path, *, fmt: str = 
         single(paths[0])  # warm-up
         batched.segment_batch(paths[: options.batch_size])
         seq = sequential(single, paths, options.visualize, scratch, fmt)
-        pipe = pipelined(batched, paths, options.visualize, scratch, fmt, options.workers)
+        processes = worker_processes.count(options, len(paths))
+        pipe = pipelined(batched, paths, options.visualize, scratch, fmt, options.workers, processes)
+        other = None
+        if compare:
+            cores = worker_processes.cores()
+            count = 0 if processes else cores - 1 if cores > worker_processes.AUTO_MIN_CORES else cores
+            other = pipelined(batched, paths, options.visualize, scratch, fmt, options.workers, count)
         net = [network_only(single, 1, network_runs, paths[0])]
         if options.batch_size > 1:
             net.append(network_only(batched, options.batch_size, network_runs, paths[0]))
     n = len(paths)
+    cores = worker_processes.cores()
+    pipe["bound"] = bound(pipe, n, cores)
+    seq["bound"] = bound(seq, n, 1)
+    extra = {}
+    if other is not None:
+        extra["other"] = {**other, "images_per_s": n / other["seconds"], "bound": bound(other, n, cores)}
     return {
         "segnet": __version__, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                           "platform": platform.platform()},
         **segmenter_info, "images": n, "image_size": image_size or "as is", "batch_size": options.batch_size,
-        "workers": options.workers, "visualize": ",".join(options.visualize), "format": fmt,
+        "workers": pipe["workers"], "worker_kind": pipe["kind"], "cores": cores,
+        "visualize": ",".join(options.visualize), "format": fmt,
         "sequential": {**seq, "images_per_s": n / seq["seconds"]},
         "pipelined": {**pipe, "images_per_s": n / pipe["seconds"]},
-        "speedup": seq["seconds"] / pipe["seconds"], "network_only": net,
+        "speedup": seq["seconds"] / pipe["seconds"], "network_only": net, **extra,
     }
 
 
@@ -117,7 +169,7 @@ def format_report(r: dict) -> str:
     size = f"{r['input_size'][0]}x{r['input_size'][1]}" if r["input_size"] else "(image-sized input)"
     lines = [f"{r['network']} {size} on {r['backend']}, {n} images "
              f"({r['image_size']}), {r['visualize']} -> {r['format']}, batch {r['batch_size']}, "
-             f"{r['workers']} workers, {r['machine']['cpus']} CPUs",
+             f"{r['workers']} worker {r['worker_kind']}, {r['cores']} cores",
              f"{'stage (ms/image)':<18}{'sequential':>12}{'pipelined*':>12}"]
     for stage in STAGES:
         lines.append(f"{stage:<18}{r['sequential']['stage_seconds'][stage] * 1000 / n:>12.1f}"
@@ -129,4 +181,27 @@ def format_report(r: dict) -> str:
     for net in r["network_only"]:
         lines.append(f"network only, batch {net['batch']}: {net['ms_per_image']:.2f} ms/image")
     lines.append("* stages overlap in the pipelined run: their sum exceeds the wall time")
+    pipe, b = r["pipelined"], r["pipelined"]["bound"]
+    lines.append("")
+    lines.append(f"{'CPU ms/image':<18}{'sequential':>12}{'pipelined':>12}   "
+                 "(CPU time of the thread running each stage)")
+    for stage in STAGES:
+        lines.append(f"{stage:<18}{r['sequential']['cpu_stage_seconds'][stage] * 1000 / n:>12.1f}"
+                     f"{pipe['cpu_stage_seconds'][stage] * 1000 / n:>12.1f}")
+    lines.append(f"{'all stages':<18}{r['sequential']['bound']['cpu_ms_per_image_stages']:>12.1f}"
+                 f"{b['cpu_ms_per_image_stages']:>12.1f}")
+    lines.append(f"{'whole run':<18}{r['sequential']['bound']['cpu_ms_per_image_all']:>12.1f}"
+                 f"{b['cpu_ms_per_image_all']:>12.1f}   (every thread and process: stages, transfers, start-up)")
+    lines.append(f"bound: {b['cores']} cores / {b['cpu_ms_per_image_stages']:.1f} ms = "
+                 f"{b['cores_bound_images_per_s']:.1f} images/s from the stages "
+                 f"({b['cores_bound_all_cpu_images_per_s']:.1f} from the whole run's CPU); the network, one batch "
+                 f"at a time: {b['network_bound_images_per_s']:.1f} images/s")
+    lines.append(f"measured {pipe['images_per_s']:.1f} images/s: {b['gap']:.2f}x below the bound "
+                 f"({b['bound_images_per_s']:.1f} images/s, set by the {b['limited_by']})")
+    if "other" in r:
+        o, ob = r["other"], r["other"]["bound"]
+        stages = ", ".join(f"{stage} {o['cpu_stage_seconds'][stage] * 1000 / n:.1f}" for stage in STAGES)
+        lines.append(f"the same with {o['workers']} worker {o['kind']}: {o['images_per_s']:.1f} images/s, "
+                     f"{ob['gap']:.2f}x below its bound ({ob['bound_images_per_s']:.1f}); CPU ms/image: {stages}; "
+                     f"whole run {ob['cpu_ms_per_image_all']:.1f}")
     return "\n".join(lines)

@@ -67,6 +67,7 @@ PRECISIONS = ("fp16", "fp32")
 LAYOUTS = ("NCHW", "NHWC")
 RESIZE_MODES = ("nearest", "bilinear", "letterbox")
 SCORES = ("logits", "sigmoid")
+FUSE_MODES = ("auto", "on", "off")
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, on RGB scaled to 0..1 (SPEC 4.1)
 STD = (0.229, 0.224, 0.225)
 
@@ -259,6 +260,10 @@ class Options:
     batch_size: int = _option(1, integer(1, 1024), "images per inference call (default: 1)", BACKEND, "N")
     threads: int = _option(0, integer(0, 1024), "onnxruntime threads per inference (default 0: one per core)",
                            BACKEND, "N")
+    fuse: str = _option("auto", choice(*FUSE_MODES), "pre-processing and the class map inside the network's "
+                        "graph, run by the backend with the network (the uint8 image goes in, the class map "
+                        "comes out): on, off, or auto (default: on for onnxruntime's CUDA provider)", BACKEND,
+                        "MODE")
     # what the model wants (also from segnet.json beside the model)
     input_layout: str | None = _option(None, optional(choice(*LAYOUTS, upper=True)), "NCHW or NHWC (default: "
                                        "the axis of size 3)", FORMAT, "LAYOUT")
@@ -296,6 +301,10 @@ class Options:
     # how many images run
     workers: int = _option(min(4, _cores()), integer(1, 1024), "threads that decode, draw and encode while the "
                            "network runs (default: min(4, cores))", RUN, "N")
+    processes: int | None = _option(None, optional(integer(0, 1024)), "worker processes that decode, "
+                                    "pre-process, draw and encode image files while this process runs the "
+                                    "network (default: one per core on machines with more than 4 cores, else "
+                                    "0; 0: the --workers threads do it)", RUN, "N")
     skip_existing: bool = _option(False, boolean, "leave inputs whose output file exists (resume an "
                                   "interrupted folder run)", RUN, flag=True)
     ray: str | None = _option(None, optional(anything), "run a folder job on a Ray cluster (ADDRESS as ray.init "

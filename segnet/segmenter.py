@@ -112,6 +112,7 @@ class Segmenter:
         self.alpha = options.alpha
         self.filter_mode = options.filter_mode
         self.backend: Any = None
+        self.fused = False  # pre-processing and the class map inside the network's graph (``fuse``)
         self.files = locate(options)
         sidecar = model_format.read_sidecar(options.model if options.model is not None else self.files.model)
         self.format = model_format.resolve(options, sidecar)
@@ -153,6 +154,50 @@ class Segmenter:
             self.close()
             raise UsageError(f"{option('ignore_class', options.ignore_class)}: {self.files.name} has no such class; "
                              f"its classes are {', '.join(self.class_names)}")
+        try:
+            self.fused = self._fuse(options.fuse)
+        except BaseException:
+            self.close()
+            raise
+
+    def _fuse(self, mode: str) -> bool:
+        """Move pre-processing and the class map into the graph: ``on``, ``off``, or ``auto`` (on for a
+        backend running on CUDA). Only what ``backends/fused.py`` repeats exactly can move."""
+        if mode == "off":
+            return False
+        fuse: Any = getattr(self.backend, "fuse", None)
+        reason = self._cannot_fuse(fuse)
+        if reason is None and mode == "auto" and not getattr(self.backend, "on_cuda", False):
+            return False  # on the CPU numpy does the same work, in the worker threads or processes
+        if reason is not None or self.input_size is None:
+            if mode == "on":
+                raise UsageError(f"{option('fuse', 'on')}: {reason}; use {option('fuse', 'off')}")
+            log.debug("pre-processing stays on the CPU: %s", reason)
+            return False
+        from .backends.fused import FusedSpec
+
+        f = self.format
+        w, h = self.input_size
+        fuse(FusedSpec(w, h, f.mean, f.std, bool(f.bgr), self.input_layout, self.num_classes, self.ignore_index))
+        if getattr(self.backend, "on_cuda", False):
+            # cuDNN chooses its convolution algorithms, and the CUDA graph is captured, on the first run of a
+            # shape: do that while loading, for a full batch of images of the network's size
+            self.backend.infer_images(np.zeros((self.batch_size, h, w, 3), np.uint8))
+        return True
+
+    def _cannot_fuse(self, fuse) -> str | None:
+        f = self.format
+        if fuse is None:
+            return f"{self.backend.description} cannot run pre-processing inside the graph"
+        if self.input_size is None:
+            return f"the model's input size is symbolic (give {option('input_size', '512x256')})"
+        if f.resize != "nearest":
+            return f"only the nearest stretch runs inside the graph, not {option('resize', f.resize)}"
+        if f.scores != "logits":
+            return f"only logits run inside the graph, not {option('scores', f.scores)}"
+        if self._output_layout != "NCHW":
+            return "only NCHW score outputs run inside the graph"
+        return None
 
     def _describe(self) -> str:
         ins = ", ".join(f"{t.name} {format_shape(t.shape)}" for t in [self.backend.input])
@@ -194,20 +239,34 @@ class Segmenter:
 
     @property
     def description(self) -> str:
-        return self.backend.description
+        where = ", pre-processing and class map in the graph" if self.fused else ""
+        return f"{self.backend.description}{where}"
 
     def infer_batch(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
         """Network inputs -> their scores ``[C, h, w]``, ``batch_size`` per backend call (inputs of
         different sizes, from symbolic-size models, run one by one)."""
-        out: list[np.ndarray] = []
-        step = self.batch_size if len({t.shape for t in tensors}) == 1 else 1
+        return [scores for scores, _ in self.infer_maps(tensors)]
+
+    def infer_maps(self, tensors: list[np.ndarray] | np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Network inputs (``prepare(image).tensor``, or several stacked in one array) -> ``(scores [C, h, w],
+        class map)`` each; the class map is None unless the graph made it (``fused``), and ``finish`` then
+        makes it."""
+        out: list[tuple[np.ndarray, np.ndarray | None]] = []
+        stacked = isinstance(tensors, np.ndarray)  # already one array: its slices need no copy
+        step = self.batch_size if stacked or len({t.shape for t in tensors}) == 1 else 1
         for start in range(0, len(tensors), step):
-            chunk = tensors[start:start + step]
-            scores = self.backend.infer(np.stack(chunk) if len(chunk) > 1 else chunk[0][None])
+            chunk: Any = tensors[start:start + step]
+            batch = chunk if stacked else np.stack(chunk) if len(chunk) > 1 else chunk[0][None]
+            maps: Any = None
+            if self.fused:
+                maps, scores = self.backend.infer_images(batch)
+            else:
+                scores = self.backend.infer(batch)
             if scores.ndim != 4 or scores.shape[0] != len(chunk):
                 raise SegnetError(f"{self._describe()} returned scores of shape {list(scores.shape)}, "
                                   f"expected [{len(chunk)}, classes, grid height, grid width]")
-            out.extend(self._read_scores(s, chunk[0]) for s in scores)
+            out.extend((self._read_scores(s, chunk[0]), None if maps is None else maps[i])
+                       for i, s in enumerate(scores))
         return out
 
     def _read_scores(self, raw: np.ndarray, tensor: np.ndarray) -> np.ndarray:
@@ -224,8 +283,11 @@ class Segmenter:
         return self.infer_batch([tensor])[0]
 
     def prepare(self, image) -> Prepared:
-        """An image (path, PIL, array) -> network input; safe to run in worker threads."""
+        """An image (path, PIL, array) -> network input; safe to run in worker threads. With the
+        pre-processing in the graph (``fused``) the network input is the uint8 image itself."""
         rgb = as_rgb(image)
+        if self.fused:
+            return Prepared(rgb, rgb)
         f = self.format
         if self.input_size is not None:
             w, h = self.input_size
@@ -236,23 +298,33 @@ class Segmenter:
                                        layout=self.input_layout)
         return Prepared(rgb, tensor, region)
 
-    def finish(self, prepared: Prepared, scores: np.ndarray) -> Segmentation:
-        """Scores of one prepared image -> its ``Segmentation``."""
+    def finish(self, prepared: Prepared, scores: np.ndarray, class_map: np.ndarray | None = None) -> Segmentation:
+        """Scores of one prepared image (and its class map, when the graph made it) -> its ``Segmentation``."""
         if scores.shape[0] != self.num_classes:
             raise SegnetError(f"model {self.files.model} returned {scores.shape[0]} classes, "
                               f"then {self.num_classes}")
-        return Segmentation(prepared.rgb, scores, classmap.class_map(scores, self.ignore_index),
-                            self.class_names, self.colors, self.filter_mode, prepared.region)
+        if class_map is None:
+            class_map = classmap.class_map(scores, self.ignore_index)
+        return Segmentation(prepared.rgb, scores, class_map, self.class_names, self.colors, self.filter_mode,
+                            prepared.region)
 
     def __call__(self, image) -> Segmentation:
         prepared = self.prepare(image)
-        return self.finish(prepared, self.infer(prepared.tensor))
+        ((scores, class_map),) = self.infer_maps([prepared.tensor])
+        return self.finish(prepared, scores, class_map)
 
     def segment_batch(self, images) -> list[Segmentation]:
         """Several images, run ``batch_size`` at a time."""
         prepared = [self.prepare(image) for image in images]
-        scores = self.infer_batch([p.tensor for p in prepared])
-        return [self.finish(p, s) for p, s in zip(prepared, scores)]
+        results = self.infer_maps([p.tensor for p in prepared])
+        return [self.finish(p, s, m) for p, (s, m) in zip(prepared, results)]
+
+    def detached(self) -> Segmenter:
+        """A copy without the network, to send to worker processes: ``prepare`` and ``finish`` work in it,
+        inference does not."""
+        copy = object.__new__(Segmenter)
+        copy.__dict__.update(self.__dict__, backend=None)
+        return copy
 
     def close(self) -> None:
         if getattr(self, "backend", None) is not None:

@@ -16,8 +16,10 @@ PROG = "segnet-bench"
 DESCRIPTION = """\
 Where the time goes, and what the pipeline buys. In one run, on the same images and network: a plain
 sequential loop (decode, pre-process, inference, class map, colorize, encode, one image after another) and
-the pipelined runner of segnet-console (worker threads, batches). Prints per-stage milliseconds per image,
-images/s for both and the network alone, and can write everything as JSON.
+the pipelined runner of segnet-console (worker threads or processes, batches). Prints per-stage milliseconds
+per image, images/s for both and the network alone; then the CPU time per image of each stage, the cores,
+the bound they imply (cores / CPU ms per image) and how far the pipelined run is below it. Can write
+everything as JSON.
 """
 
 
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="jpg", help="output format of the encode stage (default jpg)")
     p.add_argument("--network-runs", type=int, default=20, help="timed inference calls for the network-only "
                    "figure (default 20)")
+    p.add_argument("--compare", action="store_true", help="also run the pipelined runner with the other kind "
+                   "of workers (threads if it used processes, processes if threads), in the same run")
     p.add_argument("--json", metavar="PATH", help="also write the results here")
     add_options(p, "network", "backend", "format", "draw", "run")
     add_verbosity(p)
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="segnet-bench-") as scratch:
         paths = _images(args.images, args.image_size, Path(scratch)) * args.repeat
         report = benchmark(paths, options, Path(scratch), fmt=args.format, network_runs=args.network_runs,
-                           image_size=args.image_size)
+                           image_size=args.image_size, compare=args.compare)
     print(format_report(report))
     if args.json:
         from ..util import atomic_write

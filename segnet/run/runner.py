@@ -21,6 +21,7 @@ from ..errors import SegnetError, UsageError, option
 from ..options import Options
 from ..zoo.registry import DEFAULT_NETWORK
 from . import pipeline
+from . import processes as worker_processes
 from .sources import FileSource, VideoSource, expand_inputs, plan_outputs, without_existing
 
 
@@ -99,6 +100,8 @@ def run(inputs: Inputs, output: str | os.PathLike | None = None, options: Option
             summary = Summary(0, 0, source.skipped, 0.0, several)
             emit(Finished(summary))
             return summary
+    if isinstance(source, FileSource) and worker_processes.count(options, source.total):
+        worker_processes.prestart()  # workers' fork server starts while the network loads
     if segmenter is not None:
         return Runner(segmenter, source, options, emit).run()
     from ..segmenter import Segmenter
@@ -137,7 +140,12 @@ class Runner:
                           segmenter.input_size, segmenter.num_classes, segmenter.description))
         start = time.perf_counter()
         try:
-            pipeline.run(segmenter, self.source.jobs(), self.render, self.sink, workers=self.options.workers)
+            # image files: their CPU stages may run in worker processes (every core); videos: threads
+            processes = (worker_processes.count(self.options, self.source.total)
+                         if isinstance(self.source, FileSource) else 0)
+            draw = self.options.visualize if self.source.wants_pictures() else None
+            pipeline.run(segmenter, self.source.jobs(), self.render, self.sink, workers=self.options.workers,
+                         processes=processes, draw=draw)
             self.source.finish()
         except BaseException:
             self.source.abort()

@@ -1,0 +1,536 @@
+"""The CPU stages of a run on every core: worker processes decode, pre-process, draw, encode and write,
+while this process only runs the network (issue 16).
+
+    jobs ─▶ worker processes: load + prepare ──▶ this process: inference, batch_size at a time
+                                                        │ scores and class map (a few kB) back to the
+                                                        ▼ worker that holds the image
+            worker processes: draw + encode + write ──▶ sink (this thread, in input order)
+
+Worker threads (``pipeline.run``) contend for the GIL: decoding, drawing and encoding are Python and
+numpy code that holds it for part of its time, so on a many-core machine threads reach a fraction of the
+cores. Processes do not share a GIL. Each image is decoded and drawn by the same worker, so the decoded
+image travels once, to this process, which needs it for the network and for the ``Segmentation`` it hands
+the sink.
+
+Decoded images travel through shared memory: each worker writes an image into one of its own slots
+(``multiprocessing.shared_memory``, reused while big enough) and sends only the slot's name; this process
+copies it into the batch it runs and so frees the slot. Where ``/dev/shm`` has no room the image goes
+through the pipe instead. Only the class map (a few hundred bytes) goes back to the worker.
+
+The runner's guarantees hold: at most ``depth`` images are in flight (memory stays flat on any number of
+inputs); the sink sees every job in input order, failed ones too; a bad image is that job's error and the
+run goes on; Ctrl-C (or SIGTERM turned into it) and any failure stop the workers after the task each is
+running, and since every write is atomic, nothing is left half-written. Workers ignore SIGINT and take
+SIGTERM as "stop after this task", so a signal to the whole process group cannot cut a write short; they
+stop by themselves when this process dies. Batches are formed in input order, as in ``pipeline.run``, so
+results do not depend on which worker was faster.
+
+Workers start from a fork server (spawn where there is none), never by forking this process, which may
+hold CUDA and onnxruntime threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import sys
+import time
+import traceback
+import types
+from collections import deque
+from collections.abc import Callable, Iterable
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from ..errors import SegnetError
+from ..options import Options
+from .pipeline import Job, prepare_job, timed
+
+log = logging.getLogger(__name__)
+
+#: ``processes`` left to segnet: on machines with more cores than this, one worker process per core but one
+#: (which this process, running the network, keeps); threads otherwise. On the 2-core CPU machines
+#: onnxruntime already keeps both cores busy with the network, and threads lose nothing to process start-up
+#: (BENCHMARKS.md, issue 16).
+AUTO_MIN_CORES = 4
+#: Images in flight per worker process (loading, waiting for the network, drawing).
+DEPTH_PER_WORKER = 6
+#: Seconds to wait for a worker to finish the task it is running once asked to stop.
+STOP_TIMEOUT = 60.0
+#: Smallest shared-memory slot a worker makes (a 1024x512 RGB image is 1.5 MB).
+SLOT_BYTES = 4 << 20
+#: What the fork server imports once, so that every worker starts with it loaded.
+PRELOAD = [__name__, "segnet.segmenter", "segnet.colorize", "segnet.image_io", "PIL.Image", "PIL.JpegImagePlugin",
+           "PIL.PngImagePlugin"]
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def count(options: Options, images: int | None) -> int:
+    """How many worker processes a run of ``images`` image files gets: ``options.processes`` when given,
+    else one per core but one on machines with more than ``AUTO_MIN_CORES`` cores, else none (threads);
+    never more than there are images, and none for a single image (starting processes would cost more
+    than it saves)."""
+    n = options.processes if options.processes is not None else (cores() - 1 if cores() > AUTO_MIN_CORES else 0)
+    if images is not None:
+        n = min(n, images) if images > 1 else 0
+    return n
+
+
+def context():
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)  # imported once in the server, then forked: fast starts
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def prestart() -> None:
+    """Start the fork server now (it imports segnet and Pillow in its own process), so that workers fork
+    at once later: the runner calls this before it loads the network."""
+    ctx = context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        with _without_main():
+            forkserver.ensure_running()
+
+
+def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, processes: int,
+        draw: tuple[str, ...] | None = None, depth: int | None = None) -> dict:
+    """Segment every job (``job.load`` must pickle: a ``functools.partial`` of a module function) with
+    ``processes`` workers. ``draw``: the ``visualize`` modes of the picture each worker renders and writes
+    to ``job.target`` (when not None); None: no pictures. ``sink(job)`` runs here, in input order, for
+    every job. Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``: CPU time of this process
+and the workers, and of this process alone."""
+    batch_size = segmenter.batch_size
+    depth = depth or max(DEPTH_PER_WORKER * processes, 2 * batch_size + processes)
+    ctx = context()
+    results = ctx.Queue()
+    stop = ctx.Event()
+    detached = segmenter.detached()
+    workers: list = []
+    tasks: list = []
+    cpu_start = time.process_time()
+    worker_cpu: dict[int, float] = {}
+    state = _State(processes)
+    slots = _Attached()
+    try:
+        for number in range(processes):
+            inbox = ctx.Queue()
+            worker = ctx.Process(target=_work, args=(number, detached, draw, inbox, results, stop),
+                                 name=f"segnet-worker-{number}")
+            with _without_main():
+                worker.start()
+            workers.append(worker)
+            tasks.append(inbox)
+        source = iter(jobs)
+        order: deque[Job] = deque()  # dispatched, not yet sunk
+        waiting: deque[Job] = deque()  # dispatched, not yet through the network
+
+        def fill():
+            while len(order) < depth:
+                job = next(source, None)
+                if job is None:
+                    return
+                w = min(range(processes), key=state.outstanding.__getitem__)
+                _send(tasks[w], ("load", job.index, job.load))
+                state.dispatch(job, w)
+                order.append(job)
+                waiting.append(job)
+
+        def sink_done():
+            while order and state.done(order[0]):
+                job = order.popleft()
+                state.forget(job)
+                if sink is not None:
+                    sink(job)
+
+        def receive():
+            """One message from a worker; then whatever it finished goes to the sink and new work out."""
+            message = _get(results, workers)
+            if message[0] == "exit":
+                worker_cpu[message[1]] = message[2]
+                raise SegnetError(f"worker process {message[1]} stopped before the run ended")
+            state.handle(message)
+            sink_done()
+            fill()
+
+        fill()
+        while order:
+            batch: list[Job] = []
+            while waiting and len(batch) < batch_size:
+                job = waiting[0]
+                while not state.loaded(job):
+                    receive()
+                waiting.popleft()
+                if job.error is None:
+                    batch.append(job)
+                else:
+                    state.finished(job)  # through, in its turn: the sink may have it
+            if batch:
+                _infer(segmenter, batch, slots)  # the slots are copied: the workers may reuse them
+                for job in batch:
+                    w = state.owner[job.index]
+                    if job.error is not None or draw is None:
+                        _send(tasks[w], ("drop", job.index))
+                        state.finished(job)
+                    else:
+                        _send(tasks[w], ("render", job.index, job.result.class_map, job.target))
+                        state.rendering(job)
+            while order and not waiting and not state.done(order[0]):
+                receive()  # everything is through the network: wait for the pictures
+            sink_done()
+            fill()
+    finally:
+        _stop(workers, tasks, results, stop, worker_cpu)
+        slots.close()
+    main_cpu = time.process_time() - cpu_start
+    return {"kind": "processes", "workers": processes, "cpu_seconds": main_cpu + sum(worker_cpu.values()),
+            "main_cpu_seconds": main_cpu}
+
+
+@contextlib.contextmanager
+def _without_main():
+    """Start workers without the caller's main script. multiprocessing imports the parent's ``__main__`` in
+    every child it spawns (and in its fork server), so that objects defined there can be unpickled; the
+    workers need none (they run segnet's functions on segnet's objects), and a script that calls
+    ``segnet.run.run`` without an ``if __name__ == "__main__"`` guard would run again in each of them. While
+    a worker starts, ``__main__`` is a bare stand-in."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+class _State:
+    """Where each dispatched job is: its worker, and whether it is loaded and done."""
+
+    def __init__(self, processes: int):
+        self.outstanding = [0] * processes  # tasks given to each worker and not yet answered
+        self.owner: dict[int, int] = {}
+        self.jobs: dict[int, Job] = {}
+        self.phase: dict[int, str] = {}  # loading, loaded (or failed), rendering, done
+
+    def dispatch(self, job: Job, worker: int) -> None:
+        self.jobs[job.index], self.owner[job.index], self.phase[job.index] = job, worker, "loading"
+        self.outstanding[worker] += 1
+
+    def loaded(self, job: Job) -> bool:
+        return self.phase[job.index] != "loading"
+
+    def done(self, job: Job) -> bool:
+        return self.phase[job.index] == "done"
+
+    def rendering(self, job: Job) -> None:
+        self.phase[job.index] = "rendering"
+        self.outstanding[self.owner[job.index]] += 1
+
+    def finished(self, job: Job) -> None:
+        self.phase[job.index] = "done"
+
+    def forget(self, job: Job) -> None:
+        del self.jobs[job.index], self.owner[job.index], self.phase[job.index]
+
+    def handle(self, message: tuple) -> None:
+        kind, worker, index = message[:3]
+        if kind == "crashed":
+            _, _, _, error, trace = message
+            raise RuntimeError(f"a worker process failed: {error!r}\n{trace}") from (
+                error if isinstance(error, BaseException) else None)
+        job = self.jobs[index]
+        self.outstanding[worker] -= 1
+        times, cpu, error = message[-3:]
+        _merge(job, times, cpu)
+        job.error = error
+        if kind == "loaded":
+            job.payload = message[3]
+            self.phase[index] = "failed" if error is not None else "loaded"
+        else:  # rendered
+            self.phase[index] = "done"
+
+
+def _merge(job: Job, times: dict, cpu: dict) -> None:
+    for stage, seconds in times.items():
+        job.times[stage] = job.times.get(stage, 0.0) + seconds
+    for stage, seconds in cpu.items():
+        job.cpu[stage] = job.cpu.get(stage, 0.0) + seconds
+
+
+def _infer(segmenter, batch: list[Job], slots: _Attached) -> None:
+    """The network on the batch's images, then each job's ``Segmentation`` (its class map from the graph
+    when pre-processing is fused, else made here). The images are copied out of the workers' slots: into
+    the batch the network runs (which the ``Segmentation`` keeps), and the pixels too when the network
+    input is not the image itself."""
+    from ..segmenter import Prepared
+
+    wall, cpu = time.perf_counter(), time.thread_time()
+    arrays = [slots.read(job.payload) for job in batch]
+    if arrays[0][1] is None and len({rgb.shape for rgb, _ in arrays}) == 1:
+        stacked = np.stack([rgb for rgb, _ in arrays])  # fused: the images are the network input
+        prepared = [Prepared(rgb, rgb, region) for rgb, (_, _, region) in zip(stacked, (j.payload for j in batch))]
+        inputs: Any = stacked
+    else:
+        prepared = [Prepared(rgb.copy(), rgb if tensor is None else tensor, job.payload[2])
+                    for (rgb, tensor), job in zip(arrays, batch)]
+        inputs = [p.tensor for p in prepared]
+    results = segmenter.infer_maps(inputs)
+    for job in batch:
+        job.payload = None
+    share, cpu_share = (time.perf_counter() - wall) / len(batch), (time.thread_time() - cpu) / len(batch)
+    for job, p, (scores, class_map) in zip(batch, prepared, results):
+        job.times["inference"] = share
+        job.cpu["inference"] = cpu_share
+        try:
+            job.result = timed(job, "classmap", segmenter.finish, p, scores, class_map)
+        except SegnetError as exc:
+            job.error = exc
+
+
+def _send(inbox, task: tuple) -> None:
+    """Pickled here, so a task that cannot travel fails in this thread rather than in the queue's."""
+    inbox.put(pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _get(results, workers: list) -> tuple:
+    while True:
+        try:
+            return results.get(timeout=0.5)
+        except queue.Empty:
+            for worker in workers:
+                if not worker.is_alive():
+                    raise SegnetError(f"worker process {worker.name} stopped (exit code {worker.exitcode}) "
+                                      "before the run ended") from None
+
+
+def _stop(workers: list, tasks: list, results, stop, worker_cpu: dict[int, float]) -> None:
+    """Ask every worker to stop after its current task, wait for them (reading what they still send, so
+    none blocks on a full pipe) and collect their CPU times; a worker that does not stop in time is killed."""
+    stop.set()
+    for inbox in tasks:
+        inbox.put(None)
+        inbox.cancel_join_thread()  # never block this process's exit on a worker that is gone
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+        _drain(results, worker_cpu, 0.05)
+        for w in workers:
+            w.join(0)
+    for w in workers:
+        if w.is_alive():
+            log.warning("worker process %s did not stop; killing it", w.name)
+            w.kill()
+        w.join()
+    _drain(results, worker_cpu, 0)
+    results.cancel_join_thread()
+
+
+def _drain(results, worker_cpu: dict[int, float], timeout: float) -> None:
+    while True:
+        try:
+            message = results.get(timeout=timeout) if timeout else results.get_nowait()
+        except (queue.Empty, OSError, EOFError):
+            return
+        if message[0] == "exit":
+            worker_cpu[message[1]] = message[2]
+        timeout = 0
+
+
+# -- shared memory ---------------------------------------------------------------------------------------
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    try:  # Python 3.13+: the worker that made the block owns it; this process only maps it
+        return shared_memory.SharedMemory(name, track=False)  # type: ignore[call-arg]
+    except TypeError:
+        return shared_memory.SharedMemory(name)
+
+
+class _Attached:
+    """This process's mappings of the workers' slots, by name."""
+
+    def __init__(self):
+        self.blocks: dict[str, shared_memory.SharedMemory] = {}
+
+    def read(self, payload) -> tuple[np.ndarray, np.ndarray | None]:
+        """The (pixels, network input or None) a worker sent: views of its slot, or the arrays themselves."""
+        kind, parts = payload[0], payload[1]
+        if kind == "inline":
+            return parts
+        arrays: list[Any] = []
+        for part in parts:
+            if part is None:
+                arrays.append(None)
+                continue
+            name, offset, shape, dtype = part
+            block = self.blocks.get(name)
+            if block is None:
+                block = self.blocks[name] = _attach(name)
+            arrays.append(np.ndarray(shape, dtype, buffer=block.buf, offset=offset))
+        return arrays[0], arrays[1]
+
+    def close(self) -> None:
+        for block in self.blocks.values():
+            with contextlib.suppress(BufferError, OSError):
+                block.close()
+        self.blocks = {}
+
+
+class _Slots:
+    """A worker's shared-memory slots: one per image between loading and the network's copy of it."""
+
+    def __init__(self):
+        self.free: list[shared_memory.SharedMemory] = []
+        self.used: dict[int, shared_memory.SharedMemory] = {}
+        self.all: list[shared_memory.SharedMemory] = []
+
+    def put(self, index: int, rgb: np.ndarray, tensor: np.ndarray | None) -> tuple:
+        """The payload for this image: ``("shm", parts)`` naming a slot, or ``("inline", arrays)`` when
+        shared memory has no room."""
+        arrays = [a for a in (rgb, tensor) if a is not None]
+        size = sum(-(-a.nbytes // 64) * 64 for a in arrays)
+        block = next((b for b in self.free if b.size >= size), None)
+        if block is None:
+            block = self._new(size)
+            if block is None:
+                return ("inline", (rgb, tensor))
+        else:
+            self.free.remove(block)
+        self.used[index] = block
+        parts: list = []
+        offset = 0
+        for a in (rgb, tensor):
+            if a is None:
+                parts.append(None)
+                continue
+            np.ndarray(a.shape, a.dtype, buffer=block.buf, offset=offset)[...] = a
+            parts.append((block.name, offset, a.shape, a.dtype.str))
+            offset += -(-a.nbytes // 64) * 64
+        return ("shm", parts)
+
+    def _new(self, size: int) -> shared_memory.SharedMemory | None:
+        size = max(size, SLOT_BYTES)
+        try:
+            if os.path.isdir("/dev/shm"):
+                st = os.statvfs("/dev/shm")
+                if st.f_bavail * st.f_frsize < 4 * size:  # tmpfs pages are only taken when written: keep room
+                    return None
+            block = shared_memory.SharedMemory(create=True, size=size)
+        except OSError:
+            return None
+        self.all.append(block)
+        return block
+
+    def release(self, index: int) -> None:
+        block = self.used.pop(index, None)
+        if block is not None:
+            self.free.append(block)
+
+    def close(self) -> None:
+        for block in self.all:
+            with contextlib.suppress(BufferError, OSError):
+                block.close()
+            with contextlib.suppress(OSError):
+                block.unlink()
+
+
+# -- the worker process --------------------------------------------------------------------------------
+
+def _work(number: int, segmenter, draw: tuple[str, ...] | None, inbox, results, stop) -> None:
+    """A worker's loop: load tasks give back the prepared image (kept here for drawing), render tasks
+    draw, encode and write it; drop tasks forget it. Render tasks go first: the sink waits for them."""
+    from ..segmenter import Segmentation
+
+    stopping = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: this process decides
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))  # stop after the current task
+    parent = multiprocessing.parent_process()
+    kept: dict[int, Any] = {}
+    slots = _Slots()
+    pending: deque[tuple] = deque()
+    try:
+        while not stopping and not stop.is_set():
+            while True:  # everything already sent, so that a render task can overtake the loads
+                try:
+                    raw = inbox.get(timeout=0.5) if not pending else inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if raw is None:
+                    return
+                pending.append(pickle.loads(raw))
+            if not pending:
+                if parent is not None and not parent.is_alive():
+                    return
+                continue
+            task = next((t for t in pending if t[0] != "load"), pending[0])
+            pending.remove(task)
+            if stop.is_set():
+                return
+            kind, index = task[0], task[1]
+            if kind == "load":
+                job = Job(index, "", task[2])
+                prepared = prepare_job(segmenter, job)
+                payload = None
+                if prepared is not None:
+                    if draw is not None:
+                        kept[index] = prepared
+                    tensor = None if prepared.tensor is prepared.rgb else prepared.tensor
+                    payload = (*slots.put(index, prepared.rgb, tensor), prepared.region)
+                results.put(("loaded", number, index, payload, job.times, job.cpu, _picklable(job.error)))
+            elif kind == "render":
+                slots.release(index)
+                _, _, class_map, target = task
+                job = Job(index, "", _nothing, target)
+                try:
+                    prepared = kept.pop(index)
+                    job.result = Segmentation(prepared.rgb, _NO_SCORES, class_map, segmenter.class_names,
+                                              segmenter.colors, segmenter.filter_mode, prepared.region)
+                    _draw(job, draw)
+                except SegnetError as exc:
+                    job.error = exc
+                results.put(("rendered", number, index, job.times, job.cpu, _picklable(job.error)))
+            else:  # drop
+                slots.release(index)
+                kept.pop(index, None)
+    except BaseException as exc:  # a bug, not a bad image: the run stops with it
+        results.put(("crashed", number, None, _picklable(exc), traceback.format_exc()))
+    finally:
+        slots.close()
+        results.put(("exit", number, time.process_time()))
+
+
+_NO_SCORES = np.zeros((0, 0, 0), np.float32)  # drawing needs the class map only; the scores stay in the sink's
+
+
+def _nothing() -> None:
+    return None
+
+
+def _draw(job: Job, draw: tuple[str, ...] | None) -> None:
+    """What ``Runner.render`` and ``FileSource.write`` do for an image file: the picture, written atomically."""
+    from ..image_io import write_image
+
+    picture = timed(job, "colorize", job.result.render, draw)
+    if job.target is not None:
+        timed(job, "encode", write_image, picture, job.target)
+
+
+def _picklable(error):
+    """``error``, or a SegnetError with its message when it cannot travel between processes."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return SegnetError(str(error))

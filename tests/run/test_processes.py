@@ -1,0 +1,144 @@
+"""Worker processes (``--processes``) keep the runner's promises: the same files as threads, input order, a bad
+image that does not stop the folder, bounded memory, Ctrl-C and SIGTERM with nothing half-written, a worker
+that fails or dies stopping the run with an error instead of a hang, and callers without a main guard."""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from segnet import Options, Segmenter
+from segnet.errors import SegnetError
+from segnet.image_io import read_image
+from segnet.run import pipeline, processes
+from tests.conftest import IMAGES
+from tests.support import models
+from tests.support.cli import run_cli
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    return models.write_network(tmp_path_factory.mktemp("pool") / "net", models.pooling_model,
+                                ["void", "road", "car", "sky", "tree"], num_classes=5, width=160, height=96)
+
+
+def _folder(tmp_path, bad=()):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, path in enumerate(sorted(IMAGES.glob("*.jpg"))):
+        (folder / path.name).write_bytes(b"not a picture" if i in bad else path.read_bytes())
+    return folder
+
+
+def test_processes_write_what_threads_write_and_go_past_a_bad_image(net, tmp_path):
+    folder = _folder(tmp_path, bad={4})
+    outs = {}
+    for kind, flags in (("threads", ["--processes", "0", "--fuse", "off"]),
+                        ("processes", ["--processes", "2", "--fuse", "on"])):
+        proc = run_cli("--model", net, *flags, "--batch-size", "3", "--visualize", "overlay,mask", folder,
+                       tmp_path / kind)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count("error:") == 1 and f"{sorted(IMAGES.glob('*.jpg'))[4].name}:" in proc.stderr
+        outs[kind] = {p.name: p.read_bytes() for p in (tmp_path / kind).iterdir()}
+    assert outs["processes"] == outs["threads"] and len(outs["threads"]) == len(list(folder.iterdir())) - 1
+
+
+def test_sink_in_input_order_with_memory_bounded(net):
+    pulled, sunk, ahead = [0], [], [0]
+
+    def jobs():  # a generator: the pipeline must not list it
+        paths = sorted(IMAGES.glob("*.jpg")) * 3
+        for i, path in enumerate(paths):
+            pulled[0] += 1
+            load = functools.partial(read_image, path) if i != 7 else functools.partial(read_image, IMAGES / "no")
+            yield pipeline.Job(i, path.name, load)
+
+    def sink(job):
+        sunk.append((job.index, job.error is None, job.result is not None and job.result.image.shape))
+        ahead[0] = max(ahead[0], pulled[0] - len(sunk))
+
+    with Segmenter(model=net, batch_size=2) as seg:
+        stats = pipeline.run(seg, jobs(), sink=sink, processes=2, depth=5)
+    assert [i for i, _, _ in sunk] == list(range(42))
+    assert [i for i, ok, _ in sunk if not ok] == [7]
+    assert sunk[0][2] == read_image(sorted(IMAGES.glob("*.jpg"))[0]).shape  # the sink gets the whole result
+    assert ahead[0] <= 5 + 1
+    assert stats["kind"] == "processes" and stats["workers"] == 2 and stats["cpu_seconds"] > 0
+
+
+def test_a_failing_or_dying_worker_stops_the_run_with_an_error(net):
+    with Segmenter(model=net) as seg:
+        crash = [pipeline.Job(0, "a", functools.partial(operator.truediv, 1, 0))]  # a bug, not a bad image
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            pipeline.run(seg, crash, processes=1)
+        dies = [pipeline.Job(0, "a", functools.partial(os._exit, 3))]
+        with pytest.raises(SegnetError, match="worker process .* stopped"):
+            pipeline.run(seg, dies, processes=1)
+        with pytest.raises(Exception, match="pickle"):  # a load that cannot travel fails here, not silently
+            pipeline.run(seg, [pipeline.Job(0, "a", lambda: None)], processes=1)
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_to_the_whole_process_group_leaves_no_partial_files(net, tmp_path, sig, code, word):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    data = (IMAGES / "city_0.jpg").read_bytes()
+    for i in range(300):
+        (folder / f"f{i:03d}.jpg").write_bytes(data)
+    proc = subprocess.Popen([sys.executable, "-m", "segnet", "--model", str(net), "--processes", "2",
+                             "--visualize=overlay,mask", str(folder), str(out)], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group: the signal goes to it and its workers
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(out.glob("*.jpg"))) < 3:
+        time.sleep(0.02)
+    os.killpg(proc.pid, sig)  # what a terminal's Ctrl-C (or systemd's stop) does: every process gets it
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert word in stderr and "Traceback" not in stderr
+    written = sorted(out.iterdir())
+    assert 3 <= len(written) < 300
+    for path in written:  # complete pictures only, no temporary leftovers
+        assert not path.name.startswith(".")
+        with Image.open(path) as im:
+            im.load()
+    assert not _alive_in_group(proc.pid), "workers (or their fork server) outlived the run"
+
+
+def _alive_in_group(group: int, wait: float = 10.0) -> list[str]:
+    """Processes of the group that are still running (zombies waiting for a reaper do not count)."""
+    deadline = time.time() + wait
+    while True:
+        ps = subprocess.run(["ps", "-o", "pid=,stat=", "-g", str(group)], capture_output=True, text=True).stdout
+        alive = [line for line in ps.splitlines() if line.split()[1:2] != ["Z"]]
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def test_a_script_without_a_main_guard_runs_once(net, tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text("import segnet.run\n"
+                      f"print('run', segnet.run.run({str(IMAGES)!r}, None, model={str(net)!r}, processes=2).done)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"run {len(list(IMAGES.glob('*.jpg')))}\n"
+
+
+def test_how_many_processes(monkeypatch):
+    monkeypatch.setattr(processes, "cores", lambda: 16)
+    assert processes.count(Options(), 512) == 15  # one core left to the network's process
+    assert processes.count(Options(), 4) == 4 and processes.count(Options(), 1) == 0
+    assert processes.count(Options(processes=0), 512) == 0 and processes.count(Options(processes=3), 512) == 3
+    monkeypatch.setattr(processes, "cores", lambda: 4)
+    assert processes.count(Options(), 512) == 0  # small machines: threads
