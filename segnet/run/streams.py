@@ -181,6 +181,7 @@ def fetch_image(url: str, timeout: float) -> np.ndarray:
 
 @dataclass
 class Waiting:
+    number: int  # in the source, from 0 (a live source's dropped frames leave gaps)
     rgb: np.ndarray
     time: float | None  # seconds in the source (files) or since its first frame (live)
     arrival: float  # time.monotonic() when it was read
@@ -234,7 +235,7 @@ class Feed:
                         wake.wait(0.1)
                     if self.halt.is_set():
                         break
-                    self.buffer.append(Waiting(frame.rgb, stamp, now))
+                    self.buffer.append(Waiting(self.read, frame.rgb, stamp, now))
                     self.read += 1
                     wake.notify_all()
         except TimedOut as exc:
@@ -311,11 +312,11 @@ class Streams:
                 turn = (feed.number + 1) % len(self.feeds)
                 waiting = feed.buffer.popleft()
                 self.wake.notify_all()
-            frame = feed.taken
+            # outputs number what they write without gaps (out_%04i.png), events name the source's frame
+            target = feed.output.target(feed.taken) if feed.output is not None else None
             feed.taken += 1
-            self.taken[index] = _Taken(feed, frame, waiting.time, waiting.arrival)
-            target = feed.output.target(frame) if feed.output is not None else None
-            name = f"{feed.source.name} frame {frame}"
+            self.taken[index] = _Taken(feed, waiting.number, waiting.time, waiting.arrival)
+            name = f"{feed.source.name} frame {waiting.number}"
             yield Job(index, name, functools.partial(_same, waiting.rgb), target)
             index += 1
 

@@ -120,11 +120,11 @@ class Reader:
         if self.container is None:
             self.open()
         played, offset = 0, 0.0
+        stream = self.container.streams.video[0]
+        # frame threads hold frames back (a frame per thread); a live source cannot wait for them
+        stream.thread_type = "SLICE" if self.live else "AUTO"
         try:
             while True:
-                stream = self.container.streams.video[0]
-                # frame threads hold frames back (a frame per thread); a live source cannot wait for them
-                stream.thread_type = "SLICE" if self.live else "AUTO"
                 last = None
                 for frame in self._decode(stream):
                     time = None if frame.time is None else frame.time + offset
