@@ -68,6 +68,7 @@ LAYOUTS = ("NCHW", "NHWC")
 RESIZE_MODES = ("nearest", "bilinear", "letterbox")
 SCORES = ("logits", "sigmoid")
 FUSE_MODES = ("auto", "on", "off")
+INPUT_CODECS = ("mpegts", "h264", "h265", "vp8", "vp9", "mjpeg", "mpeg4")  # what an rtp:// input carries
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, on RGB scaled to 0..1 (SPEC 4.1)
 STD = (0.229, 0.224, 0.225)
 
@@ -325,6 +326,10 @@ class Options:
     # videos, cameras and streams in and out; statistics as data
     input_loop: int = _option(0, integer(-1, 1_000_000), "play video file inputs N times in all, as jetson's "
                               "--input-loop counts (-1: forever; 0 or 1: once)", IO, "N", ("--loop",))
+    input_codec: str | None = _option(None, optional(choice(*INPUT_CODECS)), "what an rtp:// input carries: "
+                                      "mpegts (default: MPEG-TS, as segnet's rtp:// output sends), or h264, h265, "
+                                      "vp8, vp9, mjpeg, mpeg4 as RTP payloads (jetson's rtp:// output sends h264)",
+                                      IO, "CODEC")
     input_timeout: float = _option(10.0, number(0.1, 86400.0), "live inputs (cameras, network streams): seconds "
                                    "without a frame after which the source counts as ended (default: 10)", IO,
                                    "SECONDS")

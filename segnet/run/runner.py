@@ -133,11 +133,12 @@ def _plan(inputs: Inputs, output, options: Options, emit):
     from .streams import parse_source, plan_streams, read_list
 
     classes = "classes" in options.visualize
+    codec = options.input_codec
     if isinstance(inputs, (str, os.PathLike)):
-        source = parse_source(inputs)
+        source = parse_source(inputs, input_codec=codec)
         entries = None
         if source.kind == "list":
-            entries = read_list(Path(source.url))
+            entries = read_list(Path(source.url), codec)
         elif source.kind in ("video", "live", "http"):
             entries = [(source, output)]
         elif source.kind == "image-url":
@@ -146,10 +147,14 @@ def _plan(inputs: Inputs, output, options: Options, emit):
             return FileSource([source.url], [plan_url_output(source.url, output, classes)], False, False,
                               options.input_timeout)
     else:
-        items = [parse_source(i) for i in inputs] if not isinstance(inputs, (str, bytes)) else []
+        items = [parse_source(i, input_codec=codec) for i in inputs] if not isinstance(inputs, (str, bytes)) else []
         entries = [(s, None) for s in items] if items and any(s.kind != "path" for s in items) else None
         if entries is not None and len(entries) == 1:
             entries = [(entries[0][0], output)]
+    spec = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else "the inputs"
+    if codec is not None and not any(s.spec.lower().startswith("rtp://") for s, _ in entries or []):
+        raise UsageError(f"{option('input_codec', codec)} says what an rtp:// input carries; {spec} has no rtp:// "
+                         "source (other sources say what they carry themselves)")
     if entries is not None:
         _no_ray(options, entries[0][0].spec)
         return plan_streams(entries, output, options, emit)

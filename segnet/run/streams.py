@@ -56,9 +56,18 @@ class Source:
     label: str = ""  # a file-name-safe short name (output sub-folders)
 
 
-def parse_source(spec: str | os.PathLike, base: Path | None = None) -> Source:
+#: ``--input-codec``: the RTP payload type and encoding name an SDP tells FFmpeg (an RTP stream does not say
+#: what it carries; jetson needs the same flag)
+RTP_PAYLOADS = {"mpegts": (33, "MP2T"), "h264": (96, "H264"), "h265": (96, "H265"), "vp8": (96, "VP8"),
+                "vp9": (96, "VP9"), "mjpeg": (26, "JPEG"), "mpeg4": (96, "MP4V-ES")}
+#: a live stream has no header to wait for: probe briefly (5 s of probing is 5 s of latency)
+LIVE_PROBE = {"analyzeduration": "1000000", "probesize": "1000000"}
+
+
+def parse_source(spec: str | os.PathLike, base: Path | None = None, input_codec: str | None = None) -> Source:
     """What ``spec`` names, checked as far as it can be without opening it: unsupported kinds (CSI, WebRTC,
-    unknown schemes) and missing cameras are UsageErrors. ``base``: the folder relative paths start from."""
+    unknown schemes) and missing cameras are UsageErrors. ``base``: the folder relative paths start from;
+    ``input_codec``: what an ``rtp://`` source carries."""
     text = os.fspath(spec)
     kind = scheme(text)
     if kind == "csi":
@@ -82,8 +91,9 @@ def parse_source(spec: str | os.PathLike, base: Path | None = None) -> Source:
             if Path(parts.path).suffix.lower() in READ_EXTENSIONS:
                 return Source(text, "image-url", text, name=text, label=label)
             return Source(text, "http", text, name=text, label=label)
-        # probe briefly: a live stream has no header to wait for, and 5 s of probing is 5 s of latency
-        options = {"analyzeduration": "1000000", "probesize": "1000000"}
+        if kind == "rtp":
+            return _rtp(text, parts, input_codec, label)
+        options = dict(LIVE_PROBE)
         if kind.startswith("rtsp"):
             options["rtsp_flags"] = "prefer_tcp"
         return Source(text, "live", text, options=options, name=text, label=label)
@@ -108,6 +118,27 @@ def parse_source(spec: str | os.PathLike, base: Path | None = None) -> Source:
     return Source(str(path) if base is not None else text, "path", str(path), name=text, label=_safe(path.stem))
 
 
+def _rtp(text: str, parts, codec: str | None, label: str) -> Source:
+    """An RTP stream, opened through an SDP made here: it names the port and what the packets carry, so
+    FFmpeg binds at once (its own guess from the first packet reopens the port and loses frames) and
+    dynamic payloads such as H.264 work. ``rtp://@:PORT`` listens on every interface, as jetson's does."""
+    import base64
+
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not port:
+        raise UsageError(f"{text}: give the port to receive on, rtp://@:PORT (or rtp://GROUP:PORT for multicast)")
+    host = parts.hostname if parts.hostname not in (None, "", "@") else "0.0.0.0"
+    payload, encoding = RTP_PAYLOADS[codec or "mpegts"]
+    sdp = "\r\n".join(["v=0", f"o=- 0 0 IN IP4 {host}", "s=segnet", f"c=IN IP4 {host}", "t=0 0",
+                        f"m=video {port} RTP/AVP {payload}", f"a=rtpmap:{payload} {encoding}/90000", ""])
+    url = "data:application/sdp;base64," + base64.b64encode(sdp.encode()).decode()
+    options = {**LIVE_PROBE, "protocol_whitelist": "data,udp,rtp"}
+    return Source(text, "live", url, "sdp", options, name=text, label=label)
+
+
 def _camera(spec: str, device: str) -> Source:
     if not Path(device).exists():
         raise UsageError(f"{spec}: no such camera ({device} does not exist)")
@@ -118,7 +149,7 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "source"
 
 
-def read_list(path: Path) -> list[tuple[Source, str | None]]:
+def read_list(path: Path, input_codec: str | None = None) -> list[tuple[Source, str | None]]:
     """A text file of sources: one per line, ``SOURCE [OUTPUT]`` (quoted if they hold spaces), ``#`` comments
     and blank lines ignored, relative paths from the list's folder."""
     try:
@@ -136,7 +167,7 @@ def read_list(path: Path) -> list[tuple[Source, str | None]]:
         if len(words) > 2:
             raise UsageError(f"{path}, line {number}: give a source and at most one output, quoted if they hold "
                              "spaces")
-        source = parse_source(words[0], path.parent)
+        source = parse_source(words[0], path.parent, input_codec)
         if source.kind == "list":
             raise UsageError(f"{path}, line {number}: a list of sources cannot name another list")
         if source.kind in ("path", "image-url"):

@@ -82,16 +82,18 @@ class Received:
     error: str | None = None
 
 
-def receive(url: str, timeout: float = 2.0, options: dict | None = None, open_timeout: float = 30.0):
+def receive(url: str, timeout: float | None = 2.0, options: dict | None = None, open_timeout: float = 30.0):
     """Start receiving ``url`` in a thread (it binds or listens at once); ``join()`` the returned thread when
-    the sender is done: reading ends after ``timeout`` seconds without data."""
+    the sender is done: reading ends after ``timeout`` seconds without data (None: at the end of the stream,
+    for an RTSP server in listen mode, which PyAV's timeouts upset)."""
     import av
 
     got = Received()
 
     def work():
         try:
-            with av.open(url, options=options or {}, timeout=(open_timeout, timeout)) as container:
+            timeouts = None if timeout is None else (open_timeout, timeout)
+            with av.open(url, options=options or {}, timeout=timeouts) as container:
                 stream = container.streams.video[0]
                 got.codec = stream.codec_context.name
                 try:
@@ -100,8 +102,11 @@ def receive(url: str, timeout: float = 2.0, options: dict | None = None, open_ti
                             got.frames.append((frame.width, frame.height, frame.pts))
                 except av.FFmpegError:  # the timeout: the sender has finished
                     pass
-                for frame in stream.codec_context.decode(None):
-                    got.frames.append((frame.width, frame.height, frame.pts))
+                try:  # what the decoder still holds after a timeout (at the end of a file it is empty)
+                    for frame in stream.codec_context.decode(None):
+                        got.frames.append((frame.width, frame.height, frame.pts))
+                except av.EOFError:
+                    pass
         except Exception as exc:
             got.error = f"{type(exc).__name__}: {exc}"
 
