@@ -25,7 +25,7 @@ from ..zoo.registry import DEFAULT_NETWORK
 from . import pipeline
 from . import processes as worker_processes
 from .sources import FileSource, expand_inputs, plan_outputs, plan_url_output, without_existing
-from .stats import StatsLog
+from .stats import StatsLog, wants_records
 from .stats import record as stats_record
 from .streams import SourceEnded
 
@@ -185,7 +185,7 @@ class Runner:
                  log_file: StatsLog | None = None):
         self.segmenter, self.source, self.options, self.emit = segmenter, source, options, emit
         self.log_file = log_file
-        self.records = options.stats_json or log_file is not None
+        self.records = wants_records(options)
         self.failed = self.done = 0
 
     def render(self, job: pipeline.Job) -> None:
@@ -251,7 +251,18 @@ def _run_ray(inputs: list[Path], outputs: list[Path | None], options: Options, e
     emit(Started(len(inputs), skipped, True, network, options.input_size, None,
                  f"Ray ({options.ray or 'RAY_ADDRESS, or a local instance'})"))
     start = time.perf_counter()
-    done, failed = segnet_ray.run_folder(inputs, outputs, options, on_event=emit)
+    log_file = StatsLog(options.stats_file) if options.stats_file is not None else None
+
+    def report(event) -> None:
+        if log_file is not None and isinstance(event, ImageDone) and event.record is not None:
+            log_file.write(event.record)
+        emit(event)
+
+    try:
+        done, failed = segnet_ray.run_folder(inputs, outputs, options, on_event=report)
+    finally:
+        if log_file is not None:
+            log_file.close()
     summary = Summary(done, failed, skipped, time.perf_counter() - start, True, ray=True)
     emit(Finished(summary))
     return summary

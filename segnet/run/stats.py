@@ -17,6 +17,11 @@ from ..errors import SegnetError, UsageError, option
 from ..util import describe_os_error, new_file_mode
 
 
+def wants_records(options) -> bool:
+    """Whether a run makes JSON records: for ``--json`` on stdout or for ``--stats-file``."""
+    return bool(options.stats_json or options.stats_file is not None)
+
+
 def record(result, source: str, frame: int | None = None, time: float | None = None) -> dict[str, Any]:
     """The statistics of one ``Segmentation`` as a JSON-ready dict: ``source``, for video frames ``frame``
     (from 0) and ``time`` (seconds), ``grid`` size, ``num_classes``, and per class its ``id``, ``name``,
