@@ -130,6 +130,7 @@ def run(inputs: Inputs, output: str | os.PathLike | None = None, options: Option
 def _plan(inputs: Inputs, output, options: Options, emit):
     """What the run reads and where it writes, every part checked before the network is loaded."""
     from . import video
+    from .outputs import local_path
     from .streams import parse_source, plan_streams, read_list
 
     classes = "classes" in options.visualize
@@ -158,7 +159,9 @@ def _plan(inputs: Inputs, output, options: Options, emit):
     if entries is not None:
         _no_ray(options, entries[0][0].spec)
         return plan_streams(entries, output, options, emit)
-    files, several = expand_inputs(inputs)
+    # file:// names a path
+    files, several = expand_inputs(local_path(os.fspath(inputs)) if isinstance(inputs, (str, os.PathLike))
+                                   else [local_path(os.fspath(i)) for i in inputs])
     _no_loop(options, os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else str(files[0]))
     outputs = plan_outputs(files, several, output, classes)
     if options.ray is not None:

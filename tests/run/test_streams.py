@@ -254,6 +254,13 @@ def test_a_list_of_sources_checks_every_line_before_any_work(net, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.txt"]
 
 
+def test_file_uris_name_paths(net, tmp_path):
+    assert run(f"file://{golden.CLIP}", f"file://{tmp_path}/out.mkv", Options(model=net)).done == 8
+    assert streams.count_frames(tmp_path / "out.mkv")[0] == 8
+    assert run(f"file://{IMAGES / 'city_0.jpg'}", f"file://{tmp_path}/city.png", Options(model=net)).done == 1
+    assert Image.open(tmp_path / "city.png").size == (1024, 512)
+
+
 def test_events_and_summary_of_a_stream_run(net, tmp_path):
     events = []
     summary = run(golden.CLIP, tmp_path / "frames", Options(model=net), on_event=events.append)
