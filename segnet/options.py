@@ -41,6 +41,7 @@ LIMITS: dict[str, tuple[float | None, str]] = {
     "SEGNET_DOWNLOAD_DEADLINE": (1800, "seconds for installing one network from all its URLs"),
     "SEGNET_LOCK_TIMEOUT": (3600, "seconds to wait for another process's download or TensorRT engine build"),
     "SEGNET_RAY_CONNECT_TIMEOUT": (30, "seconds to reach a Ray cluster given by address"),
+    "SEGNET_MAX_URL_IMAGE_BYTES": (1 << 28, "bytes of an image fetched from a URL"),
 }
 
 

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 LIVE_BUFFER = 2  # frames a live source keeps waiting; older ones are dropped
 FILE_BUFFER = 8  # frames a file source decodes ahead
-MAX_IMAGE_BYTES = 256 << 20  # an image URL larger than this is refused
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtp", "udp", "http", "https")
 
 
@@ -185,20 +184,28 @@ def read_list(path: Path, input_codec: str | None = None) -> list[tuple[Source, 
 
 
 def fetch_image(url: str, timeout: float) -> np.ndarray:
-    """An image over HTTP(S), decoded as image files are (so it gives the same pixels as the same file)."""
+    """An image over HTTP(S), decoded as image files are (so it gives the same pixels as the same file), at
+    most ``SEGNET_MAX_URL_IMAGE_BYTES`` of it: a larger one fails before or while it streams."""
     import io
 
     import requests
 
+    from ..options import limit
+
+    most = int(limit("SEGNET_MAX_URL_IMAGE_BYTES") or 0)
+    too_large = SegnetError(f"{url}: larger than {most:,} bytes, more than segnet fetches for an image (raise "
+                            "SEGNET_MAX_URL_IMAGE_BYTES)")
     try:
         with requests.get(url, timeout=timeout, stream=True) as response:
             if response.status_code != 200:
                 raise SegnetError(f"{url}: HTTP {response.status_code} {response.reason}")
+            if int(response.headers.get("Content-Length") or 0) > most:
+                raise too_large
             data = io.BytesIO()
             for chunk in response.iter_content(1 << 16):
                 data.write(chunk)
-                if data.tell() > MAX_IMAGE_BYTES:
-                    raise SegnetError(f"{url}: larger than {MAX_IMAGE_BYTES >> 20} MB; not an image to segment")
+                if data.tell() > most:
+                    raise too_large
     except requests.RequestException as exc:
         raise SegnetError(f"{url}: cannot fetch it ({type(exc).__name__})") from None
     if not data.tell():
@@ -358,13 +365,23 @@ class Streams:
                 self.stop_feed(feed)
             if feed.finished and not feed.reported:
                 feed.reported = True
-                error = feed.error
                 if feed.output is not None:
                     try:
                         feed.output.close()
                     except SegnetError as exc:
-                        error = error or exc
-                self.emit(SourceEnded(feed.source.spec, feed.read, feed.dropped, error))
+                        self._output_failed(feed, exc)
+                self.emit(SourceEnded(feed.source.spec, feed.read, feed.dropped, feed.error))
+
+    def _output_failed(self, feed: Feed, error: SegnetError) -> None:
+        """An output that cannot be written (a full disk, a server gone): with one source the run fails with
+        it; with several, that source stops with the error and the others go on."""
+        if len(self.feeds) == 1:
+            raise error
+        feed.error = feed.error or error
+        if feed.output is not None:
+            feed.output.abort()
+            feed.output.closed = True
+        self.stop_feed(feed)
 
     def stop_feed(self, feed: Feed) -> None:
         """Stop reading one source (its preview window was closed); the frames it has waiting are dropped."""
@@ -388,7 +405,11 @@ class Streams:
             pts = None
             if taken.feed.live and rate is not None and taken.time is not None:
                 pts = round(taken.time * float(rate))  # live: frames keep their own times, gaps and all
-            timed(job, "encode", output.write, job.picture, job.target, pts)
+            try:
+                timed(job, "encode", output.write, job.picture, job.target, pts)
+            except SegnetError as exc:
+                with self.wake:
+                    self._output_failed(taken.feed, exc)
 
     def details(self, job: Job) -> dict[str, Any]:
         taken = self.taken[job.index]

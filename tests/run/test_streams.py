@@ -74,8 +74,9 @@ def test_a_file_never_drops_a_frame_however_slow_the_network(net, tmp_path):
 
 
 def test_two_sources_are_batched_through_the_network_together(net, tmp_path):
-    dark = streams.make_video(tmp_path / "dark.mp4", 6, colour=(10, 10, 10))
-    bright = streams.make_video(tmp_path / "bright.mkv", 6, colour=(240, 240, 240))
+    # more frames than a source reads ahead, so that neither can be taken whole before the other opens
+    dark = streams.make_video(tmp_path / "dark.mp4", 24, colour=(10, 10, 10))
+    bright = streams.make_video(tmp_path / "bright.mkv", 24, colour=(240, 240, 240))
     sources = tmp_path / "cams.txt"
     sources.write_text(f"# two cameras\n{dark.name}\n\n{bright}\n")
     calls = []
@@ -90,14 +91,14 @@ def test_two_sources_are_batched_through_the_network_together(net, tmp_path):
         segmenter.infer_batch = spy  # type: ignore[method-assign]
         summary = run(sources, tmp_path / "out", Options(model=net, batch_size=2), on_event=events.append,
                       segmenter=segmenter)
-    assert summary.done == 12 and summary.sources_failed == 0
+    assert summary.done == 48 and summary.sources_failed == 0
     assert any(min(c) < 0 < max(c) for c in calls if len(c) == 2)  # one inference call, both cameras
     assert sorted(len(c) for c in calls)[-1] == 2
     for name in ("dark", "bright"):
         files = sorted(p.name for p in (tmp_path / "out" / name).iterdir())
-        assert files == [f"{name}-{i:06d}.png" for i in range(6)]
+        assert files == [f"{name}-{i:06d}.png" for i in range(24)]
     for source in (str(dark.name), str(bright)):
-        assert [e.frame for e in by_type(events, ImageDone) if e.source == source] == list(range(6))
+        assert [e.frame for e in by_type(events, ImageDone) if e.source == source] == list(range(24))
     assert {e.source for e in by_type(events, SourceEnded)} == {dark.name, str(bright)}
 
 
@@ -119,6 +120,17 @@ def test_a_dead_or_slow_source_never_holds_up_the_others(net, tmp_path):
     assert clip[-1] < slow[1]  # all of the file while the slow camera had sent one frame
     assert len(dead) == 1 and "no data for 1 s" in str(dead[0].error)
     assert (summary.done, summary.sources_failed) == (10, 1)
+
+
+def test_an_output_that_fails_stops_its_source_only(net, tmp_path):
+    gone = f"rtsp://127.0.0.1:{streams.free_port(streams.socket.SOCK_STREAM)}/live"  # no RTSP server there
+    sources = tmp_path / "cams.txt"
+    sources.write_text(f"{golden.CLIP} {gone}\n{golden.CLIP} kept.mkv\n")
+    events = []
+    summary = run(sources, None, Options(model=net), on_event=events.append)
+    (failed,) = [e for e in by_type(events, SourceEnded) if e.error is not None]
+    assert str(failed.error).startswith(f"cannot write {gone}: ") and "refused" in str(failed.error).lower()
+    assert summary.sources_failed == 1 and streams.count_frames(tmp_path / "kept.mkv")[0] == 8
 
 
 def test_input_loop_plays_a_file_n_times_with_times_going_on(net):
@@ -145,6 +157,17 @@ def test_an_image_url_gives_the_picture_of_the_same_file(net, tmp_path):
     assert np.array_equal(web, np.asarray(Image.open(tmp_path / "file.jpg")))
     assert failed.failed == 1 and str(by_type(events, ImageFailed)[0].error) == f"{missing}: HTTP 404 Not Found"
     assert not (tmp_path / "gone.png").exists()
+
+
+def test_an_image_url_larger_than_the_limit_fails_alone(net, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGNET_MAX_URL_IMAGE_BYTES", "50000")  # city_0.jpg is about 300 KB
+    events = []
+    with ArchiveServer() as server:
+        url = server.add("/city_0.jpg", (IMAGES / "city_0.jpg").read_bytes())
+        summary = run(url, tmp_path / "out.png", Options(model=net), on_event=events.append)
+    assert summary.failed == 1 and not (tmp_path / "out.png").exists()
+    assert str(by_type(events, ImageFailed)[0].error) == (f"{url}: larger than 50,000 bytes, more than segnet fetches "
+                                                          "for an image (raise SEGNET_MAX_URL_IMAGE_BYTES)")
 
 
 def test_a_video_over_http_keeps_every_frame(net, tmp_path):
