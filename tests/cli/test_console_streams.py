@@ -77,7 +77,7 @@ def test_rtp_streams_are_read_as_jetson_sends_them_and_as_segnet_does(net, tmp_p
 
 def test_a_stream_written_by_segnet_console_is_read_back_whole(net):
     port = streams.free_port()
-    receiver = streams.receive(f"udp://127.0.0.1:{port}", timeout=1, options={"analyzeduration": "1000000"})
+    receiver = streams.receive(f"udp://127.0.0.1:{port}", timeout=0.5, options={"analyzeduration": "1000000"})
     streams.wait_listening(port)
     # the clip 10 times (5 s of video) so that the receiver's probe ends without waiting for a timeout
     proc = run_cli("--model", net, golden.CLIP, f"udp://127.0.0.1:{port}", "--loop", "10")
