@@ -300,8 +300,8 @@ class Options:
                                       "every class is background (default 0.5)", FORMAT, "P")
     # how results are drawn
     visualize: tuple[str, ...] = _option(("overlay",), visualize, "overlay, mask, or both joined by ',' or '|' "
-                                         "(overlay with a half-size mask beside it); default: overlay", DRAW,
-                                         "MODES")
+                                         "(overlay with a half-size mask beside it), or classes (each pixel's class "
+                                         "index, a single-channel PNG); default: overlay", DRAW, "MODES")
     alpha: float = _option(120.0, number(0.0, 255.0), "overlay opacity 0-255 for classes without an explicit "
                            "alpha in colors.txt (default: 120)", DRAW, "A")
     filter_mode: str = _option("linear", choice(*FILTER_MODES), "point or linear: how the coarse class grid is "

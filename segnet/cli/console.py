@@ -39,8 +39,13 @@ examples:
   {PROG} --model=net.onnx --labels=classes.txt --colors=colors.txt in.jpg out.jpg
   {PROG} --stats in.jpg                            class histogram only, nothing written
   {PROG} --network=fcn-resnet18-voc --legend legend.png    the classes' colours and names
+  {PROG} /dev/video0 udp://10.0.0.2:5000            a camera, live, streamed as MPEG-TS
+  {PROG} rtp://@:5000 --input-codec=h264 cam.mp4    what jetson's rtp:// output sends
+  {PROG} cams.txt outdir/                          one source per line, batched together
+  {PROG} --visualize=classes in.jpg ids.png        class indices, one byte per pixel
+  {PROG} drive.mp4 --json | jq .classes[3]         statistics as JSON lines
 
-exit status: 0 success, 1 some inputs failed (the rest were processed), 2 usage error.
+exit status: 0 success, 1 some inputs or sources failed (the rest were processed), 2 usage error.
 """
 
 
@@ -48,10 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Semantic segmentation of images and videos with FCN-ResNet18 networks, "
                "as jetson-inference's segnet-console does it, on onnxruntime or TensorRT.",
                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", nargs="?", help="an image file, a directory of images, a quoted glob ('imgs/*.jpg') "
-                   "or a video")
+    p.add_argument("input", nargs="?", help="an image file, a directory of images, a quoted glob ('imgs/*.jpg'), "
+                   "a video, a camera (/dev/video0), a stream (rtsp://, rtp://@:PORT, udp://@:PORT, http://), an "
+                   "image URL, or a .txt list of sources")
     p.add_argument("output", nargs="?", help="output image (format from its extension: jpg, png, tga, bmp, ...), "
-                   "a directory for several inputs or a video's frames, or a video file; omit to write nothing")
+                   "a directory for several inputs or a video's frames, a sequence (out_%%04i.png), a video file, a "
+                   "stream (udp://HOST:PORT, rtp://HOST:PORT, rtsp://SERVER/PATH) or display://0; omit to write "
+                   "nothing")
     add_options(p, "network", "backend", "format", "draw", "run", "io")
     p.add_argument("--legend", metavar="PATH", help="also write a picture of every class's colour and name (with "
                    "the alpha the overlay uses); with no input, only that")
