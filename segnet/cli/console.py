@@ -194,6 +194,12 @@ class Report:
         recent = list(self.recent)
         span = recent[-1][0] - recent[0][0] if len(recent) > 1 else 0.0
         parts = [f"{(len(recent) - 1) / span:.1f} fps" if span > 0 else "- fps"]
+        latencies = [lat for _, _, lat in recent if lat is not None]
+        if latencies:
+            parts.append(f"latency {1000 * sum(latencies) / len(latencies):.0f} ms")
+        dropped = sum(self.dropped.values())
+        if dropped:
+            parts.append(f"{dropped} dropped")
         stages = []
         for key, label in self.STAGES:
             times = [s[key] for _, s, _ in recent if key in s]
@@ -201,12 +207,6 @@ class Report:
                 stages.append(f"{label} {1000 * sum(times) / len(times):.1f}")
         if stages:
             parts.append(" ".join(stages) + " ms")
-        latencies = [lat for _, _, lat in recent if lat is not None]
-        if latencies:
-            parts.append(f"latency {1000 * sum(latencies) / len(latencies):.0f} ms")
-        dropped = sum(self.dropped.values())
-        if dropped:
-            parts.append(f"{dropped} dropped")
         return ", ".join(parts)
 
     def _live_status(self, log) -> None:

@@ -224,8 +224,10 @@ class Runner:
                           segmenter.num_classes, segmenter.description, source.live,
                           len(getattr(source, "feeds", ())) or 1))
         start = time.perf_counter()
-        # A live source waits in a short queue: frames taken ahead of the network only add latency.
-        depth = max(2, segmenter.batch_size) if source.live else None
+        # Live frames wait in the shortest queue the pipeline has: every frame it holds ahead of the network,
+        # or holds back after drawing, is a frame interval of latency (a batch still fills: it takes one
+        # frame after another).
+        depth = 1 if source.live else None
         try:
             # image files: their CPU stages may run in worker processes (every core); videos and streams: threads
             processes = worker_processes.count(self.options, source.total) if isinstance(source, FileSource) else 0

@@ -221,6 +221,7 @@ def fetch_image(url: str, timeout: float) -> np.ndarray:
 class Waiting:
     number: int  # in the source, from 0 (a live source's dropped frames leave gaps)
     rgb: np.ndarray
+    decoded: float  # seconds the reader spent decoding it
     time: float | None  # seconds in the source (files) or since its first frame (live)
     arrival: float  # time.monotonic() when it was read
 
@@ -273,7 +274,7 @@ class Feed:
                         wake.wait(0.1)
                     if self.halt.is_set():
                         break
-                    self.buffer.append(Waiting(self.read, frame.rgb, stamp, now))
+                    self.buffer.append(Waiting(self.read, frame.rgb, frame.seconds, stamp, now))
                     self.read += 1
                     wake.notify_all()
         except TimedOut as exc:
@@ -355,7 +356,9 @@ class Streams:
             feed.taken += 1
             self.taken[index] = _Taken(feed, waiting.number, waiting.time, waiting.arrival)
             name = f"{feed.source.name} frame {waiting.number}"
-            yield Job(index, name, functools.partial(_same, waiting.rgb), target)
+            job = Job(index, name, functools.partial(_same, waiting.rgb), target)
+            job.times["decode"] = waiting.decoded  # done by the source's reader, ahead of the pipeline
+            yield job
             index += 1
 
     def _settle(self) -> None:

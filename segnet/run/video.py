@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -80,10 +81,12 @@ def _describe(container) -> Opened:
 
 @dataclass
 class Frame:
-    """One decoded frame: uint8 ``[H, W, 3]`` RGB and its time in the source, in seconds (None: unknown)."""
+    """One decoded frame: uint8 ``[H, W, 3]`` RGB, its time in the source in seconds (None: unknown), and the
+    seconds spent decoding it (waiting for data not counted)."""
 
     rgb: np.ndarray
     time: float | None
+    seconds: float = 0.0
 
 
 class Reader:
@@ -126,10 +129,12 @@ class Reader:
         try:
             while True:
                 last = None
-                for frame in self._decode(stream):
+                for frame, spent in self._decode(stream):
                     time = None if frame.time is None else frame.time + offset
                     last = time if time is not None else last
-                    yield Frame(frame.to_ndarray(format="rgb24"), time)
+                    start = perf_counter()
+                    rgb = frame.to_ndarray(format="rgb24")
+                    yield Frame(rgb, time, spent + perf_counter() - start)
                 played += 1
                 if 0 <= self.loops <= played or last is None:
                     return
@@ -141,15 +146,20 @@ class Reader:
         finally:
             self.close()
 
-    def _decode(self, stream) -> Iterator[Any]:
-        """The stream's frames; when reading stops with an error (a live stream's timeout), the frames the
-        decoder still holds come out first, then the error."""
+    def _decode(self, stream) -> Iterator[tuple[Any, float]]:
+        """The stream's frames, each with the seconds its packet took to decode; when reading stops with an
+        error (a live stream's timeout), the frames the decoder still holds come out first, then the error."""
         try:
             for packet in self.container.demux(stream):
-                yield from packet.decode()
+                start = perf_counter()
+                frames = packet.decode()
+                spent = (perf_counter() - start) / max(len(frames), 1)
+                for frame in frames:
+                    yield frame, spent
         except Exception:
             with contextlib.suppress(Exception):
-                yield from stream.codec_context.decode(None)
+                for frame in stream.codec_context.decode(None):
+                    yield frame, 0.0
             raise
 
     def close(self) -> None:
