@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..run import Finished, ImageDone, ImageFailed, SourceEnded, Started
 from ..run.sources import expand_inputs
 from ..run.stats import line as stats_line
-from ..run.streams import parse_source
+from ..run.streams import parse_source, read_list
 from .common import Parser, add_options, add_verbosity, configure_output, error_line, guarded, options_from
 
 PROG = "segnet-console"
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         source = parse_source(args.input)  # a missing input or an unsupported kind is the first thing to say
         if source.kind == "path":
             expand_inputs(args.input)
-        if source.kind != "list":  # a list may give each source its output
+        if source.kind != "list" or not any(output for _, output in read_list(Path(source.url))):
             raise UsageError("give an output (a picture, a folder, a sequence like out_%04i.jpg, a video, a stream "
                              "or display://0) or --stats: without either nothing would be written or printed")
     if args.legend is None:

@@ -146,6 +146,15 @@ def test_sources_segnet_cannot_read_are_one_line_errors(net, tmp_path, source, m
     assert_one_line_error(run_cli("--model", net, source), 2, message)  # before "give an output" too
 
 
+def test_a_list_needs_an_output_somewhere(net, tmp_path):
+    listing = tmp_path / "cams.txt"
+    listing.write_text(f"{golden.CLIP}\n{golden.CLIP}\n")
+    assert_one_line_error(run_cli("--model", net, listing), 2, "give an output")
+    listing.write_text(f"{golden.CLIP} one.mkv\n{golden.CLIP}\n")  # one output is enough
+    assert run_cli("--model", net, listing).returncode == 0
+    assert streams.count_frames(tmp_path / "one.mkv")[0] == 8
+
+
 def test_input_codec_is_for_rtp_sources_only(net, tmp_path):
     assert_one_line_error(run_cli("--model", net, golden.CLIP, tmp_path / "o.mp4", "--input-codec", "h264"), 2,
                           "--input-codec h264 says what an rtp:// input carries")
