@@ -270,7 +270,8 @@ class Feed:
                     if self.live and len(self.buffer) >= LIVE_BUFFER:
                         self.buffer.popleft()  # the network is behind: the oldest waiting frame goes
                         self.dropped += 1
-                    while not self.live and len(self.buffer) >= FILE_BUFFER and not stop.is_set():
+                    while not self.live and len(self.buffer) >= FILE_BUFFER and not stop.is_set() \
+                            and not self.halt.is_set():
                         wake.wait(0.1)
                     if self.halt.is_set():
                         break
@@ -284,9 +285,9 @@ class Feed:
                 log.info("%s: no frame for %g s: ended", self.source.name, self.timeout)
         except SegnetError as exc:
             self.error = exc
-        except Exception as exc:  # a bug in one reader must not hang the run: report it as that source's
+        except Exception as exc:  # a bug: its traceback is shown, and the other sources go on
+            log.error("the reader of %s failed", self.source.name, exc_info=True)
             self.error = SegnetError(f"{self.source.name}: {type(exc).__name__}: {exc}")
-            log.debug("reader of %s failed", self.source.name, exc_info=True)
         finally:
             reader.close()
             with wake:
@@ -325,13 +326,12 @@ class Streams:
         self.feeds, self.emit = feeds, emit
         self.several = True
         self.skipped = 0
-        self.live = any(f.live or f.source.kind == "http" for f in feeds)
+        self.live = any(f.live for f in feeds)  # (a video over HTTP turns out live only once it is open)
         totals = [f.total for f in feeds]
         self.total: int | None = None if None in totals else sum(t for t in totals if t is not None)
         self.wake = threading.Condition()
         self.stop = threading.Event()
         self.taken: dict[int, _Taken] = {}
-        self.closed = False
 
     def jobs(self) -> Iterator[Job]:
         for feed in self.feeds:
