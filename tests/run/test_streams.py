@@ -30,13 +30,13 @@ def net(tmp_path_factory):
 
 def slowed(segmenter: Segmenter, seconds: float) -> Segmenter:
     """The real segmenter, its network taking ``seconds`` longer per call: a network slower than the camera."""
-    infer = segmenter.infer_batch
+    infer = segmenter.infer_maps
 
     def slow(tensors):
         time.sleep(seconds)
         return infer(tensors)
 
-    segmenter.infer_batch = slow  # type: ignore[method-assign]
+    segmenter.infer_maps = slow  # type: ignore[method-assign]
     return segmenter
 
 
@@ -82,13 +82,13 @@ def test_two_sources_are_batched_through_the_network_together(net, tmp_path):
     calls = []
     events = []
     with Segmenter(model=net, batch_size=2) as segmenter:
-        infer = segmenter.infer_batch
+        infer = segmenter.infer_maps
 
         def spy(tensors):
             calls.append([float(t.mean()) for t in tensors])  # dark frames normalise below 0, bright above
             return infer(tensors)
 
-        segmenter.infer_batch = spy  # type: ignore[method-assign]
+        segmenter.infer_maps = spy  # type: ignore[method-assign]
         summary = run(sources, tmp_path / "out", Options(model=net, batch_size=2), on_event=events.append,
                       segmenter=segmenter)
     assert summary.done == 48 and summary.sources_failed == 0
