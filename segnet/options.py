@@ -41,6 +41,7 @@ LIMITS: dict[str, tuple[float | None, str]] = {
     "SEGNET_DOWNLOAD_DEADLINE": (1800, "seconds for installing one network from all its URLs"),
     "SEGNET_LOCK_TIMEOUT": (3600, "seconds to wait for another process's download or TensorRT engine build"),
     "SEGNET_RAY_CONNECT_TIMEOUT": (30, "seconds to reach a Ray cluster given by address"),
+    "SEGNET_MAX_URL_IMAGE_BYTES": (1 << 28, "bytes of an image fetched from a URL"),
 }
 
 
@@ -59,7 +60,7 @@ def limit(variable: str) -> float | None:
         raise UsageError(f"{variable}={text!r}: give a number above 0")
     return value
 
-VISUALIZE_MODES = ("overlay", "mask")
+VISUALIZE_MODES = ("overlay", "mask", "classes")
 FILTER_MODES = ("point", "linear")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 TENSORRT_FLAVOURS = ("auto", "tensorrt", "tensorrt_rtx")
@@ -68,6 +69,7 @@ LAYOUTS = ("NCHW", "NHWC")
 RESIZE_MODES = ("nearest", "bilinear", "letterbox")
 SCORES = ("logits", "sigmoid")
 FUSE_MODES = ("auto", "on", "off")
+INPUT_CODECS = ("mpegts", "h264", "h265", "vp8", "vp9", "mjpeg", "mpeg4")  # what an rtp:// input carries
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, on RGB scaled to 0..1 (SPEC 4.1)
 STD = (0.229, 0.224, 0.225)
 
@@ -181,14 +183,15 @@ def path(name, value):
 
 
 def visualize(name, value):
-    """``overlay``, ``mask`` or both, joined by ``,`` or ``|`` (or a sequence)."""
+    """``overlay``, ``mask`` or both, joined by ``,`` or ``|`` (or a sequence); or ``classes`` alone (the class
+    index of every pixel, a single-channel picture)."""
     words = value.replace("|", ",").split(",") if isinstance(value, str) else value
     try:
         modes = tuple(dict.fromkeys(str(w).strip().lower() for w in words if str(w).strip()))
     except TypeError:
         modes = ()
-    if not modes or any(m not in VISUALIZE_MODES for m in modes):
-        raise OptionError(name, value, "use overlay, mask or overlay,mask")
+    if not modes or any(m not in VISUALIZE_MODES for m in modes) or ("classes" in modes and len(modes) > 1):
+        raise OptionError(name, value, "use overlay, mask, overlay,mask or classes")
     return modes
 
 
@@ -196,6 +199,15 @@ def class_name(name, value):
     """A class name; ``none`` (any case) means no class."""
     text_value = text(name, value)
     return None if text_value.lower() == "none" else text_value
+
+
+def codec(name, value):
+    """A video codec name as ``--output-codec`` takes it (h264, vp9, ...; whether this FFmpeg has an encoder
+    for it is checked when an output is planned, where PyAV is imported)."""
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if not text or not all(c.isalnum() or c in "-_" for c in text):
+        raise OptionError(name, value, "give a codec name such as h264, h265, vp9 or mjpeg")
+    return text
 
 
 def anything(name, value):
@@ -221,7 +233,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-NETWORK, BACKEND, FORMAT, DRAW, RUN = "network", "backend", "format", "draw", "run"
+NETWORK, BACKEND, FORMAT, DRAW, RUN, IO = "network", "backend", "format", "draw", "run", "io"
 
 
 @dataclass(frozen=True)
@@ -288,8 +300,8 @@ class Options:
                                       "every class is background (default 0.5)", FORMAT, "P")
     # how results are drawn
     visualize: tuple[str, ...] = _option(("overlay",), visualize, "overlay, mask, or both joined by ',' or '|' "
-                                         "(overlay with a half-size mask beside it); default: overlay", DRAW,
-                                         "MODES")
+                                         "(overlay with a half-size mask beside it), or classes (each pixel's class "
+                                         "index, a single-channel PNG); default: overlay", DRAW, "MODES")
     alpha: float = _option(120.0, number(0.0, 255.0), "overlay opacity 0-255 for classes without an explicit "
                            "alpha in colors.txt (default: 120)", DRAW, "A")
     filter_mode: str = _option("linear", choice(*FILTER_MODES), "point or linear: how the coarse class grid is "
@@ -312,6 +324,27 @@ class Options:
     ray_actors: int | None = _option(None, optional(integer(1, 100000)), "Ray actors (default: one per CPU, "
                                      "or per GPU with --ray-gpus)", RUN, "N")
     ray_gpus: float = _option(0.0, number(0.0, 64.0), "GPUs per Ray actor (default 0: CPU actors)", RUN, "G")
+    # videos, cameras and streams in and out; statistics as data
+    input_loop: int = _option(0, integer(-1, 1_000_000), "play video file inputs N times in all, as jetson's "
+                              "--input-loop counts (-1: forever; 0 or 1: once)", IO, "N", ("--loop",))
+    input_codec: str | None = _option(None, optional(choice(*INPUT_CODECS)), "what an rtp:// input carries: "
+                                      "mpegts (default: MPEG-TS, as segnet's rtp:// output sends), or h264, h265, "
+                                      "vp8, vp9, mjpeg, mpeg4 as RTP payloads (jetson's rtp:// output sends h264)",
+                                      IO, "CODEC")
+    input_timeout: float = _option(10.0, number(0.1, 86400.0), "live inputs (cameras, network streams): seconds "
+                                   "without a frame after which the source counts as ended (default: 10)", IO,
+                                   "SECONDS")
+    stats_json: bool = _option(False, boolean, "print the statistics as one JSON object per image or frame on "
+                               "stdout, one per line (source, grid size, per-class counts and fractions; frame and "
+                               "time for videos); implies --stats", IO, flag=True, aliases=("--json",))
+    stats_file: Path | None = _option(None, optional(path), "also append those JSON lines to this file, one "
+                                      "whole line per image or frame as it is done", IO, "PATH")
+    output_codec: str | None = _option(None, optional(codec), "video and stream outputs: h264 (default; vp9 for "
+                                       ".webm), h265, vp8, vp9, av1, mpeg4, mpeg2 or mjpeg, as this PyAV's FFmpeg "
+                                       "offers them", IO, "CODEC")
+    bitrate: int | None = _option(None, optional(integer(10_000, 1_000_000_000)), "video and stream outputs: bits "
+                                  "per second (default: 4000000 for streams, as jetson; video files keep a "
+                                  "constant quality instead)", IO, "BPS")
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -62,11 +62,25 @@ class Segmentation:
     def composite(self) -> np.ndarray:
         return colorize.composite(self.image, self.class_map, self.colors, self.filter_mode, self.region)
 
+    def classes(self, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """uint8 ``[height, width]``: the class index of every pixel, by default at the image's size, the grid
+        point-sampled exactly as the point filter samples colours (jetson's ``Mask()`` into a gray8 image)."""
+        h, w = self.image.shape[:2]
+        # The point filter's own sampling, on a colour table whose red channel is the class index: the same
+        # cells are picked for every pixel by construction, and 0..255 are exact in float32.
+        index = np.zeros((len(self.colors), 4), np.float32)
+        index[:, 0] = np.arange(len(self.colors))
+        return np.ascontiguousarray(
+            colorize.mask(self.class_map, index, width or w, height or h, "point", self.region)[..., 0])
+
     def render(self, visualize: str | tuple[str, ...] = "overlay") -> np.ndarray:
-        """The picture segnet-console writes for ``visualize`` (overlay, mask, or both)."""
+        """The picture segnet-console writes for ``visualize``: overlay, mask, both (``[H, W, 3]``), or the
+        class indices (``classes``: ``[H, W]``)."""
         modes = check_visualize("visualize", visualize)
         if len(modes) == 2:
             return self.composite()
+        if modes[0] == "classes":
+            return self.classes()
         return self.overlay() if modes[0] == "overlay" else self.mask()
 
     def stats(self) -> str:

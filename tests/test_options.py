@@ -46,7 +46,8 @@ def test_text_and_typed_values_are_normalised_alike(given, normalised):
     ("batch_size", True, "give a whole number from 1 to 1024"),
     ("precision", "int8", "choose fp16 or fp32"),
     ("backend", "cuda", "choose auto, onnxruntime or tensorrt"),
-    ("visualize", "heatmap", "use overlay, mask or overlay,mask"),
+    ("visualize", "heatmap", "use overlay, mask, overlay,mask or classes"),
+    ("visualize", "overlay,classes", "use overlay, mask, overlay,mask or classes"),
     ("input_size", "0x10", "give WxH"),
     ("input_blob", "", "give a non-empty name"),
 ])

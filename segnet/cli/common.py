@@ -22,6 +22,7 @@ GROUP_TITLES = {
               "FCN-ResNet18 layout)",
     "draw": "output",
     "run": "runtime",
+    "io": "videos, cameras and streams; statistics as data",
 }
 
 

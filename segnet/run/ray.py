@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import math
 import os
@@ -32,6 +33,9 @@ import numpy as np
 
 from ..errors import SegnetError
 from ..options import Options
+from .stats import line as stats_line
+from .stats import record as stats_record
+from .stats import wants_records
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,8 @@ class SegmentBatch:
     Rows that come with a non-empty ``error`` (an earlier stage failed them) pass through untouched.
 
     Each row gets ``class_map`` (uint8 ``[gh, gw]``, empty when failed) and ``error`` ("" or what went
-    wrong with that image: a failing image never stops the job), and with ``stats`` the ``--stats`` table.
+    wrong with that image: a failing image never stops the job), with ``stats`` the ``--stats`` table, and
+    with ``records`` the statistics as a JSON ``record`` (``--json``).
     With ``visualize``, the picture is written atomically to the row's ``output`` (or to
     ``output_dir / <input file name>``) and ``output`` says where; a row whose ``output`` is empty gets
     none. Without an ``output`` column or ``output_dir``, pictures are returned in ``picture``. With
@@ -103,7 +108,7 @@ class SegmentBatch:
 
     def __init__(self, options: Options | dict[str, Any] | None = None, *, visualize=None,
                  output_dir: str | os.PathLike | None = None, stats: bool = False,
-                 defer_render: bool = False, **given):
+                 defer_render: bool = False, records: bool = False, **given):
         from ..options import visualize as check_visualize
 
         if isinstance(options, dict):
@@ -112,7 +117,7 @@ class SegmentBatch:
         self.options = Options.create(options, **given)
         self.visualize = check_visualize("visualize", visualize) if visualize else None
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.stats = stats
+        self.stats, self.records = stats, records
         self.defer_render = defer_render
         self._segmenter: Any = None
 
@@ -138,7 +143,7 @@ class SegmentBatch:
                               f"{', '.join(batch) or 'none'}")
         targets = _targets(batch, names, self.output_dir)
         render = self.visualize and not self.defer_render
-        class_maps, tables, images = [_NO_MAP] * n, [""] * n, [_NO_IMAGE] * n
+        class_maps, tables, images, records = [_NO_MAP] * n, [""] * n, [_NO_IMAGE] * n, [""] * n
         pictures: list[np.ndarray | None] = [None] * n
         for i in range(n):
             if errors[i]:
@@ -148,6 +153,8 @@ class SegmentBatch:
                 result = segmenter(images[i])
                 class_maps[i] = result.class_map
                 tables[i] = result.stats() if self.stats else ""
+                if self.records:
+                    records[i] = stats_line(stats_record(result, names[i] or f"row {i}"))
                 if render and targets[i] is not False:
                     pictures[i] = _deliver(result.render(self.visualize), targets[i])
             except Exception as exc:  # one image fails, not the job
@@ -156,6 +163,8 @@ class SegmentBatch:
         out.update(class_map=_objects(class_maps), error=_objects(errors))
         if self.stats:
             out["stats"] = _objects(tables)
+        if self.records:
+            out["record"] = _objects(records)
         if self.defer_render:  # only the images a later stage will draw travel on
             images = [_NO_IMAGE if target is False else image for image, target in zip(images, targets)]
             out.update(image=_objects(images), colors=np.repeat(segmenter.colors[None], n, axis=0))
@@ -262,14 +271,17 @@ def _run_folder(ray, inputs, outputs, options: Options, emit, started: bool, det
         try:
             for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
                 tables = batch["stats"] if options.stats else [None] * _rows(batch)
-                for index, error, table in zip(batch["index"], batch["error"], tables):
+                records = batch["record"] if wants_records(options) else [None] * _rows(batch)
+                for index, error, table, record in zip(batch["index"], batch["error"], tables, records):
                     i = int(index)
                     if error:
                         failed += 1
                         message = _as_given(error, absolute[i], inputs[i], outputs[i])
                         pending[i] = ImageFailed(i, str(inputs[i]), SegnetError(message))
                     else:
-                        pending[i] = ImageDone(i, str(inputs[i]), outputs[i], None, table or None)
+                        data = {**json.loads(record), "source": str(inputs[i])} if record else None
+                        pending[i] = ImageDone(i, str(inputs[i]), outputs[i], None, table or None,
+                                               source=str(inputs[i]), record=data)
                     while following in pending:  # events in input order, as rows arrive in any order
                         emit(pending.pop(following))
                         following += 1
@@ -332,6 +344,7 @@ def _plan(ray, inputs, outputs, options: Options):
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 0)), resources.get("GPU", 0)
     actors, num_gpus, stats, visualize = options.ray_actors, options.ray_gpus, options.stats, options.visualize
+    records = wants_records(options)
     paths = {key: os.path.abspath(getattr(options, key)) for key in ("model", "labels", "colors", "models_dir",
                                                                     "engine_cache") if getattr(options, key)}
     worker = Options.create(options, **paths)  # workers do not share the driver's working directory
@@ -362,11 +375,12 @@ def _plan(ray, inputs, outputs, options: Options):
     render = {"visualize": visualize} if any(o is not None for o in outputs) else {}
     if not num_gpus:
         return dataset.map_batches(
-            SegmentBatch, fn_constructor_kwargs={"options": worker, "stats": stats, **render},
+            SegmentBatch, fn_constructor_kwargs={"options": worker, "stats": stats, "records": records, **render},
             batch_size=batch, compute=pool, num_cpus=1, udf_modifying_row_count=False), absolute
     dataset = dataset.map_batches(decode_batch, batch_size=batch, num_cpus=1, udf_modifying_row_count=False)
     dataset = dataset.map_batches(
-        SegmentBatch, fn_constructor_kwargs={"options": worker, "stats": stats, "defer_render": bool(render)},
+        SegmentBatch, fn_constructor_kwargs={"options": worker, "stats": stats, "records": records,
+                                             "defer_render": bool(render)},
         batch_size=batch, compute=pool, num_gpus=num_gpus, udf_modifying_row_count=False)  # Ray adds 1 CPU
     if render:
         dataset = dataset.map_batches(

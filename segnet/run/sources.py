@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..image_io import READ_EXTENSIONS, image_format, read_image, write_image
-from .pipeline import Job, prefetch, timed
+from .pipeline import Job, timed
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,15 @@ def _images_among(files: list[Path], spec: str, where: str) -> list[Path]:
 
 
 def output_kind(output: str | os.PathLike) -> str:
-    """What an output names, by the rule the README states: ``sequence`` (holds ``%i`` or ``%04i``), ``video``
-    (a video extension), ``image`` (another extension), or ``folder`` (an existing folder, a trailing ``/``,
-    or no extension at all)."""
+    """What an output names, by the rule the README states: ``stream`` (``udp://``, ``rtp://``, ``rtsp://``,
+    ``display://`` and other URIs), ``sequence`` (holds ``%i`` or ``%04i``), ``video`` (a video extension),
+    ``image`` (another extension), or ``folder`` (an existing folder, a trailing ``/``, or no extension)."""
+    from .outputs import local_path, scheme
     from .video import is_video
 
-    text = os.fspath(output)
+    text = local_path(os.fspath(output))
+    if scheme(text):
+        return "stream"
     path = Path(text)
     if len(os.fsencode(path.name)) > 255:
         raise UsageError(f"{text}: the file name is longer than file systems allow (255 bytes)")
@@ -79,20 +82,31 @@ def sequence_name(pattern: Path, index: int) -> Path:
     return pattern.with_name(SEQUENCE.sub(lambda m: f"{index:{m.group(1) or ''}d}", pattern.name, count=1))
 
 
-def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | None) -> list[Path | None]:
+def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | None,
+                 classes: bool = False) -> list[Path | None]:
     """Where each input image's picture goes, checked before any work: the format is writable, the folder
     exists (created if missing) and accepts files, no output overwrites an input, no two outputs collide.
 
     A folder gets each picture under the input's name, in sub-folders mirroring the inputs' folders below
     their common folder (so ``"g*/x.jpg"`` cannot collide); a sequence numbers them in input order; one
-    image file takes exactly one input."""
+    image file takes exactly one input. ``classes``: the pictures are class indices, which only lossless
+    PNG keeps (a folder gets ``<name>.png``)."""
+    from .outputs import local_path
+
     if output is None:
         return [None] * len(inputs)
-    text = os.fspath(output)
+    text = local_path(os.fspath(output))
     kind = output_kind(output)
     if kind == "video":
         raise UsageError(f"{text}: a video output needs a video input; give an image, a folder or a sequence "
                          "like out_%04i.jpg as output")
+    if kind == "stream":
+        raise UsageError(f"{text}: streams and windows take the frames of videos, cameras and network streams; "
+                         "write pictures to a file or a folder")
+    if classes and kind in ("image", "sequence") and Path(text).suffix.lower() != ".png":
+        from .outputs import lossless_error
+
+        raise lossless_error(text)
     if kind == "image" and len(inputs) > 1:
         raise UsageError(f"{text}: {len(inputs)} inputs cannot all be written to one picture; give a folder "
                          f"({Path(text).stem}/) or a numbered sequence ({Path(text).stem}_%04i{Path(text).suffix})")
@@ -102,6 +116,8 @@ def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | 
             raise UsageError(f"{text}: not a folder (a file of that name exists)")
         base = Path(os.path.commonpath([p.resolve().parent for p in inputs]))
         targets = [out / p.resolve().relative_to(base) for p in inputs]
+        if classes:
+            targets = [t.with_suffix(".png") for t in targets]
     elif kind == "sequence":
         targets = [sequence_name(out, i) for i in range(len(inputs))]
     else:
@@ -136,10 +152,6 @@ def _identity(path: Path) -> tuple:
         return (str(path.resolve()),)
 
 
-def _same(value):
-    return value
-
-
 def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -149,27 +161,36 @@ def check_writable(folder: Path) -> None:
         raise UsageError(f"cannot write to output directory {folder}: {exc.strerror or exc}") from None
 
 
-def without_existing(pairs: list[tuple[Path, Path | None]]) -> tuple[list, int]:
+def without_existing(pairs: Sequence[tuple[Path | str, Path | None]]) -> tuple[list, int]:
     """``skip_existing``: the (input, output) pairs whose output is not there yet, and how many were left."""
     kept = [(i, o) for i, o in pairs if o is None or not o.exists()]
     return kept, len(pairs) - len(kept)
 
 
 class FileSource:
-    """Image files in, image files out (or none), each written by the worker that renders it."""
+    """Image files (or one image URL) in, image files out (or none), each written by the worker that renders
+    it."""
 
-    def __init__(self, inputs: list[Path], outputs: list[Path | None], several: bool, skip_existing: bool):
+    live = False
+    dropped = failed_sources = 0
+
+    def __init__(self, inputs: Sequence[Path | str], outputs: list[Path | None], several: bool, skip_existing: bool,
+                 timeout: float = 10.0):
         pairs = list(zip(inputs, outputs))
         self.skipped = 0
         if skip_existing:
             pairs, self.skipped = without_existing(pairs)
-        self.pairs, self.several = pairs, several
+        self.pairs, self.several, self.timeout = pairs, several, timeout
         self.total: int | None = len(pairs)
         self.pictures = any(o is not None for _, o in pairs)  # asked once, not a scan per image
 
     def jobs(self) -> Iterator[Job]:
-        for index, (path, target) in enumerate(self.pairs):
-            yield Job(index, str(path), functools.partial(read_image, path), target)
+        from .streams import fetch_image
+
+        for index, (item, target) in enumerate(self.pairs):
+            load = functools.partial(read_image, item) if isinstance(item, Path) else \
+                functools.partial(fetch_image, item, self.timeout)
+            yield Job(index, str(item), load, target)
 
     def write(self, job: Job, picture) -> None:
         if job.target is not None:
@@ -177,6 +198,16 @@ class FileSource:
 
     def write_in_order(self, job: Job) -> None:
         pass
+
+    def details(self, job: Job) -> dict:
+        return {"source": job.name}
+
+    def done(self, job: Job) -> None:
+        pass
+
+    @property
+    def jobs_planned(self) -> bool:
+        return bool(self.pairs)
 
     def wants_pictures(self) -> bool:
         return self.pictures
@@ -188,70 +219,14 @@ class FileSource:
         pass
 
 
-class VideoSource:
-    """Every frame of a video in; a video (H.264, same frame rate), a folder of PNG frames or a numbered
-    sequence out."""
+def plan_url_output(url: str, output: str | os.PathLike | None, classes: bool) -> Path | None:
+    """Where the picture of an image URL goes, by the rule for one image file; a folder takes the URL's file
+    name."""
+    from urllib.parse import unquote, urlsplit
 
-    def __init__(self, path: Path, output: str | os.PathLike | None):
-        from . import video
-
-        self.path, self.several = path, True
-        self.rate, self.total = video.probe(path)
-        self.writer: video.VideoWriter | None = None
-        self.folder: Path | None = None
-        self.sequence: Path | None = None
-        self.skipped = 0
-        if output is None:
-            return
-        kind, out = output_kind(output), Path(output)
-        if kind == "image":
-            raise UsageError(f"{output}: the frames of a video cannot all be written to one picture; give a "
-                             f"folder ({out.stem}/), a numbered sequence ({out.stem}_%04i{out.suffix}) or a video "
-                             "file (.mp4)")
-        if kind == "video":
-            refuse_overwriting([path], [out])
-            check_writable(out.parent)
-            self.writer = video.VideoWriter(out, self.rate)
-        elif kind == "sequence":
-            image_format(out)
-            check_writable(out.parent)
-            self.sequence = out
-        else:
-            if out.exists() and not out.is_dir():
-                raise UsageError(f"{output}: not a folder (a file of that name exists)")
-            check_writable(out)
-            self.folder = out
-
-    def _target(self, index: int) -> Path | int:
-        if self.folder is not None:
-            return self.folder / f"{self.path.stem}-{index:06d}.png"
-        if self.sequence is not None:
-            return sequence_name(self.sequence, index)
-        return index
-
-    def jobs(self) -> Iterator[Job]:
-        from . import video
-
-        for index, frame in enumerate(prefetch(video.frames(self.path), 8)):
-            yield Job(index, f"{self.path.name} frame {index}", functools.partial(_same, frame), self._target(index))
-
-    def write(self, job: Job, picture) -> None:
-        if self.writer is None:
-            timed(job, "encode", write_image, picture, job.target)
-        else:
-            job.picture = picture  # encoded in order by write_in_order
-
-    def write_in_order(self, job: Job) -> None:
-        if job.picture is not None and self.writer is not None:
-            timed(job, "encode", self.writer.write, job.picture)
-
-    def wants_pictures(self) -> bool:
-        return self.writer is not None or self.folder is not None or self.sequence is not None
-
-    def finish(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
+    if output is None:
+        return None
+    name = Path(unquote(urlsplit(url).path)).name or "image.png"
+    stand_in = Path(tempfile.gettempdir(), f".segnet-url-{os.getpid()}", name)  # never a real file
+    (target,) = plan_outputs([stand_in], False, output, classes)
+    return target

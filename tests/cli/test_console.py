@@ -138,8 +138,9 @@ def test_no_output_and_no_stats_is_a_usage_error_that_writes_nothing(grid_net, t
     work = tmp_path / "work"
     work.mkdir()
     proc = run_cli("--model", grid_net, IMAGES / "city_1.jpg", cwd=work)
-    assert_one_line_error(proc, 2, "give an output (a picture, a folder, a sequence like out_%04i.jpg or a video) "
-                                   "or --stats: without either nothing would be written or printed")
+    assert_one_line_error(proc, 2, "give an output (a picture, a folder, a sequence like out_%04i.jpg, a video, a "
+                                   "stream or display://0) or --stats: without either nothing would be written or "
+                                   "printed")
     stats = run_cli("--model", grid_net, "--stats", IMAGES / "city_1.jpg", cwd=work)
     assert stats.returncode == 0 and "grid size: 4x2" in stats.stdout and list(work.iterdir()) == []
 

@@ -108,7 +108,7 @@ def test_write_failure_mid_save_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, pattern", [
     (["--alpha=300"], "--alpha 300: give a number from 0 to 255"),
     (["--alpha=-1"], "--alpha -1: give a number from 0 to 255"),
-    (["--visualize=overlay,heatmap"], "--visualize overlay,heatmap: use overlay, mask or overlay,mask"),
+    (["--visualize=overlay,heatmap"], "--visualize overlay,heatmap: use overlay, mask, overlay,mask or classes"),
     (["--filter-mode=cubic"], "--filter-mode cubic: choose point or linear"),
     (["--backend=cuda"], "--backend cuda: choose auto, onnxruntime or tensorrt"),
     (["--alpha=abc"], "--alpha abc: give a number from 0 to 255"),

@@ -221,13 +221,15 @@ def test_segnet_console_ray_writes_what_the_local_run_writes(cluster, network, t
     path for the address)."""
     from tests.support.cli import run_cli
 
-    local = run_cli("--model", network, "--visualize=overlay,mask", IMAGES, tmp_path / "local")
+    local = run_cli("--model", network, "--visualize=overlay,mask", "--json", IMAGES, tmp_path / "local")
     assert local.returncode == 0, local.stderr
-    on_ray = run_cli("--model", network, "--visualize=overlay,mask", "--ray-actors=2", IMAGES, tmp_path / "ray",
-                     f"--ray={cluster.address}")
+    on_ray = run_cli("--model", network, "--visualize=overlay,mask", "--ray-actors=2", "--json", "--stats-file",
+                     tmp_path / "ray.jsonl", IMAGES, tmp_path / "ray", f"--ray={cluster.address}")
     assert on_ray.returncode == 0, on_ray.stderr
     assert f"{len(REAL)} of {len(REAL)} images done on Ray" in on_ray.stderr
     assert_same_files(tmp_path / "ray", tmp_path / "local", [p.name for p in REAL])
+    assert on_ray.stdout == local.stdout and len(local.stdout.splitlines()) == len(REAL)  # the same JSON lines
+    assert (tmp_path / "ray.jsonl").read_text() == local.stdout
     swapped = run_cli("--model", network, "--ray", IMAGES, tmp_path / "swapped", "-q",
                       env={"RAY_ADDRESS": cluster.address})
     assert swapped.returncode == 0, swapped.stderr
