@@ -18,7 +18,12 @@ EXPECTED = json.loads(golden.GOLDEN.read_text())
 def test_pictures_are_unchanged(case, tmp_path):
     if case == "video-frames":
         pytest.importorskip("av")
-    assert golden.fingerprint(case, tmp_path) == EXPECTED[case]
+    got = golden.fingerprint(case, tmp_path)
+    expected = EXPECTED[case]
+    if golden.CASES[case][1] == golden.SOME:  # run on a few of the images the fingerprints were made on
+        expected = {name: digest for name, digest in expected.items() if name.split("/")[-1] in golden.SOME}
+        assert len(expected) == len(golden.SOME)
+    assert got == expected
 
 
 def test_a_batch_writes_what_single_images_write():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from tests.conftest import IMAGES
 from tests.support import models
 
 NAMES = ["void", "road", "car", "person", "sky"]
-REAL = sorted(IMAGES.glob("*.jpg"))
+# six bundled images of different sizes: enough for several batches per actor, few enough to stay quick
+REAL = [IMAGES / f"{name}.jpg" for name in ("camvid_0", "city_0", "humans_0", "object_0", "room_0", "trail_0")]
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +154,12 @@ def test_actors_spread_over_both_nodes(cluster, options):
 
     class WhereItRan(SegmentBatch):  # defined here, so it travels by value: workers need not import tests
         def __call__(self, batch):
+            time.sleep(0.25)  # slow enough that one actor cannot take every row while the other starts
             out = super().__call__(batch)
             out["node"] = np.array([ray.get_runtime_context().get_node_id()] * len(out["error"]))
             return out
 
-    images = [read_image(p) for p in REAL]
+    images = [read_image(p) for p in REAL] * 2
     rows = (ray.data.from_items([{"index": i, "image": image} for i, image in enumerate(images)],
                                 override_num_blocks=len(images))
             .map_batches(WhereItRan, fn_constructor_kwargs={"options": options, "visualize": "mask"},
@@ -221,16 +224,20 @@ def test_segnet_console_ray_writes_what_the_local_run_writes(cluster, network, t
     path for the address)."""
     from tests.support.cli import run_cli
 
-    local = run_cli("--model", network, "--visualize=overlay,mask", "--json", IMAGES, tmp_path / "local")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in REAL:
+        (folder / path.name).write_bytes(path.read_bytes())
+    local = run_cli("--model", network, "--visualize=overlay,mask", "--json", folder, tmp_path / "local")
     assert local.returncode == 0, local.stderr
     on_ray = run_cli("--model", network, "--visualize=overlay,mask", "--ray-actors=2", "--json", "--stats-file",
-                     tmp_path / "ray.jsonl", IMAGES, tmp_path / "ray", f"--ray={cluster.address}")
+                     tmp_path / "ray.jsonl", folder, tmp_path / "ray", f"--ray={cluster.address}")
     assert on_ray.returncode == 0, on_ray.stderr
     assert f"{len(REAL)} of {len(REAL)} images done on Ray" in on_ray.stderr
     assert_same_files(tmp_path / "ray", tmp_path / "local", [p.name for p in REAL])
     assert on_ray.stdout == local.stdout and len(local.stdout.splitlines()) == len(REAL)  # the same JSON lines
     assert (tmp_path / "ray.jsonl").read_text() == local.stdout
-    swapped = run_cli("--model", network, "--ray", IMAGES, tmp_path / "swapped", "-q",
+    swapped = run_cli("--model", network, "--ray", folder, tmp_path / "swapped", "-q",
                       env={"RAY_ADDRESS": cluster.address})
     assert swapped.returncode == 0, swapped.stderr
     assert sorted(p.name for p in (tmp_path / "swapped").iterdir()) == [p.name for p in REAL]

@@ -1,0 +1,27 @@
+"""A pytest plugin (``-p tests.parallel`` in pyproject.toml): runs the suite in a worker per core, at most
+four, each test module in one worker (so module fixtures such as the Ray cluster are made once), wherever
+pytest-xdist is installed (the ``test`` extra installs it) and the command line does not choose itself
+(``-n 0`` runs in one process). Without pytest-xdist, tests run in one process as usual."""
+
+from __future__ import annotations
+
+import importlib.util
+
+
+def pytest_load_initial_conftests(early_config, parser, args: list[str]) -> None:
+    if importlib.util.find_spec("xdist") is None:
+        return
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a.endswith("no:xdist") for a in args)
+    if not chosen:
+        args[:0] = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadscope"]
+
+
+#: The modules that take longest (Ray's start-up, real streams, real networks), handed out first so that no
+#: worker is left running one of them alone at the end.
+SLOW_FIRST = ("tests/run/test_ray.py", "tests/cli/test_console_streams.py", "tests/cli/test_golden.py",
+              "tests/zoo/test_download.py", "tests/test_wheel.py")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep order
