@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 from ..run.sources import expand_inputs
-from .common import Parser, add_options, add_verbosity, configure_output, guarded, options_from
+from .common import Parser, add_options, add_verbosity, configure_output, entry_points, options_from
 
 PROG = "segnet-bench"
 DESCRIPTION = """\
@@ -87,13 +86,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
-
-
-def console() -> None:
-    sys.exit(main())
-
+main, console = entry_points(PROG, build_parser, run)
 
 if __name__ == "__main__":
     console()

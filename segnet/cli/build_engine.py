@@ -5,9 +5,8 @@ Docker image builds)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .common import Parser, add_options, add_verbosity, configure_output, guarded, options_from
+from .common import Parser, add_options, add_verbosity, configure_output, entry_points, options_from
 
 PROG = "segnet-build-engine"
 
@@ -51,13 +50,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
-
-
-def console() -> None:
-    sys.exit(main())
-
+main, console = entry_points(PROG, build_parser, run)
 
 if __name__ == "__main__":
     console()

@@ -131,6 +131,18 @@ def error_line(prog: str, message: str) -> None:
     _write_line(f"{prog}: error: {message}")
 
 
+def entry_points(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
+                 run: Callable[[argparse.Namespace], int]):
+    """A command's ``main(argv) -> exit code`` (parse, run, guarded) and ``console()`` (the installed script)."""
+    def main(argv: list[str] | None = None) -> int:
+        return guarded(prog, lambda args: run(build_parser().parse_args(args)), argv)
+
+    def console() -> None:
+        sys.exit(main())
+
+    return main, console
+
+
 def guarded(prog: str, body: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
     """Run ``body(argv)``: user errors become one stderr line and an exit code (2 usage, 1 others), Ctrl-C
     and SIGTERM stop cleanly (temporary files removed) with 130 and 143, a closed stdout ends quietly."""

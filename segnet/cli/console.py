@@ -20,7 +20,7 @@ from ..run import Finished, ImageDone, ImageFailed, SourceEnded, Started
 from ..run.sources import expand_inputs
 from ..run.stats import line as stats_line
 from ..run.streams import parse_source, read_list
-from .common import Parser, add_options, add_verbosity, configure_output, error_line, guarded, options_from
+from .common import Parser, add_options, add_verbosity, configure_output, entry_points, error_line, options_from
 
 PROG = "segnet-console"
 
@@ -239,13 +239,7 @@ class Report:
             self.bar = None
 
 
-def main(argv: list[str] | None = None) -> int:
-    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
-
-
-def console() -> None:
-    sys.exit(main())
-
+main, console = entry_points(PROG, build_parser, run)
 
 if __name__ == "__main__":
     console()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from ..errors import SegnetError, UsageError
 from ..zoo.registry import NETWORKS, NetworkInfo, find_network, is_installed, models_dir, network_dir
-from .common import Parser, add_verbosity, configure_output, error_line, guarded
+from .common import Parser, add_verbosity, configure_output, entry_points, error_line
 
 PROG = "segnet-download-models"
 log = logging.getLogger("segnet")
@@ -39,9 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     add_verbosity(p)
     return p
 
-
-def main(argv: list[str] | None = None) -> int:
-    return guarded(PROG, lambda a: _run(_parser().parse_args(a)), argv)
 
 
 def _run(args) -> int:
@@ -199,9 +195,7 @@ def _size(folder: Path) -> str:
     return f"{total:.1f} GiB"
 
 
-def console() -> None:
-    sys.exit(main())
-
+main, console = entry_points(PROG, _parser, _run)
 
 if __name__ == "__main__":
     console()

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..errors import UsageError
 from ..options import Options, option_fields
-from .common import Parser, add_options, add_verbosity, configure_output, guarded, options_from
+from .common import Parser, add_options, add_verbosity, configure_output, entry_points, options_from
 
 PROG = "segnet-eval"
 
@@ -115,13 +114,7 @@ def compare(args: argparse.Namespace, first_options: Options, second_options: Op
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
-
-
-def console() -> None:
-    sys.exit(main())
-
+main, console = entry_points(PROG, build_parser, run)
 
 if __name__ == "__main__":
     console()

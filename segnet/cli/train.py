@@ -6,10 +6,9 @@ PyTorch is imported only when training starts, so ``--help`` works without it.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .common import Parser, add_verbosity, configure_output, guarded
+from .common import Parser, add_verbosity, configure_output, entry_points
 
 PROG = "segnet-train"
 
@@ -129,13 +128,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return guarded(PROG, lambda a: run(build_parser().parse_args(a)), argv)
-
-
-def console() -> None:
-    sys.exit(main())
-
+main, console = entry_points(PROG, build_parser, run)
 
 if __name__ == "__main__":
     console()

@@ -28,9 +28,9 @@ from segnet.zoo.download import MANIFEST_NAME, RetryPolicy, install, verify
 from segnet.zoo.registry import NETWORK_FILES, NETWORKS
 from tests.support.archives import INFO, check_installed_model, closed_port_url, make_archive, member, network_files
 from tests.support.http_server import ArchiveServer
+from tests.zoo.conftest import FAST
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.02, connect_timeout=5, read_timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +41,6 @@ def archive() -> bytes:
 # -- environment ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def hermetic(monkeypatch, tmp_path):
-    """No mirror or models dir from the environment, lock files under tmp_path, and no connection to
-    anything but 127.0.0.1 (a registry URL reached by mistake fails at once as 'connection refused')."""
-    import urllib3.util.connection
-
-    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
-    monkeypatch.delenv("SEGNET_MODELS", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    real = urllib3.util.connection.create_connection
-
-    def loopback_only(address, *args, **kwargs):
-        if address[0] not in ("127.0.0.1", "localhost"):
-            raise ConnectionRefusedError(111, "Connection refused")
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(urllib3.util.connection, "create_connection", loopback_only)
-    monkeypatch.setattr(download, "DEFAULT_RETRY", FAST)  # for the command, which uses the default
 
 
 @pytest.fixture
