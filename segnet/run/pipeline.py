@@ -14,8 +14,6 @@ Every stage is timed twice per job: wall time (``job.times``) and the CPU time o
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -145,39 +143,3 @@ def run(segmenter, jobs: Iterable[Job], render: Callable[[Job], None] | None = N
         pool.shutdown(wait=True, cancel_futures=True)
     cpu = time.process_time() - cpu_start
     return {"kind": "threads", "workers": max(1, workers), "cpu_seconds": cpu, "main_cpu_seconds": cpu}
-
-
-def prefetch(items: Iterable, size: int) -> Iterator:
-    """Iterate ``items`` in a background thread, at most ``size`` ahead (for sequential sources such as
-    a video decoder, which cannot be split between workers)."""
-    buffer: queue.Queue = queue.Queue(maxsize=max(1, size))
-    end = object()
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            buffer.put(exc)
-        buffer.put(end)
-
-    thread = threading.Thread(target=produce, daemon=True, name="segnet-prefetch")
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
