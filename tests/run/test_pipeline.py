@@ -17,6 +17,7 @@ from segnet.run import pipeline
 from tests.conftest import IMAGES
 from tests.support import models
 from tests.support.cli import run_cli
+from tests.support.streams import count_frames, make_video
 
 
 @pytest.fixture(scope="module")
@@ -126,40 +127,14 @@ def test_ctrl_c_leaves_no_partial_outputs(pooling_net, tmp_path):
             assert im.size == (1536, 512)
 
 
-def _make_video(path, frames, rate, size=(96, 64)):
-    from fractions import Fraction
-
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(rate))
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
-        for i in range(frames):
-            rgb = np.full((size[1], size[0], 3), (i * 10) % 256, np.uint8)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def _count_frames(path):
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return sum(1 for _ in container.decode(stream)), stream.average_rate, (stream.width, stream.height)
-
-
 def test_video_round_trip_keeps_every_frame_and_the_rate(pooling_net, tmp_path):
     pytest.importorskip("av")
     source = tmp_path / "in.mp4"
-    _make_video(source, 37, "12")
+    make_video(source, 37, "12")
     out = tmp_path / "out.mp4"
     proc = run_cli("--model", pooling_net, "--batch-size=4", source, out)
     assert proc.returncode == 0, proc.stderr
-    count, rate, size = _count_frames(out)
+    count, rate, size, _ = count_frames(out)
     assert count == 37 and rate == 12 and size == (96, 64)
     frames = tmp_path / "frames"
     assert run_cli("--model", pooling_net, "--visualize=mask", source, frames).returncode == 0
@@ -170,17 +145,17 @@ def test_video_round_trip_keeps_every_frame_and_the_rate(pooling_net, tmp_path):
 def test_odd_sized_video_and_composite(pooling_net, tmp_path):
     pytest.importorskip("av")
     source = tmp_path / "odd.mkv"
-    _make_video(source, 5, "30000/1001", size=(98, 66))
+    make_video(source, 5, "30000/1001", size=(98, 66))
     out = tmp_path / "out.mkv"
     assert run_cli("--model", pooling_net, "--visualize=overlay,mask", source, out).returncode == 0
-    count, rate, size = _count_frames(out)
+    count, rate, size, _ = count_frames(out)
     assert count == 5 and rate == pytest.approx(30000 / 1001) and size == (148, 66)  # 98 + 49 = 147 -> padded
 
 
 def test_video_run_that_fails_before_any_frame_leaves_nothing(tmp_path):
     pytest.importorskip("av")
     source = tmp_path / "in.mp4"
-    _make_video(source, 3, "12")
+    make_video(source, 3, "12")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     proc = run_cli("--model", bad, source, tmp_path / "out.mp4")
