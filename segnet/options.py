@@ -229,7 +229,8 @@ def _option(default, check: Coerce, help: str, group: str, metavar: str | None =
                                             "aliases": aliases, "flag": flag, "cli": cli})
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -311,7 +312,7 @@ class Options:
                                        ("--ignore_class",))
     stats: bool = _option(False, boolean, "print the class histogram of the grid", DRAW, flag=True)
     # how many images run
-    workers: int = _option(min(4, _cores()), integer(1, 1024), "threads that decode, draw and encode while the "
+    workers: int = _option(min(4, cores()), integer(1, 1024), "threads that decode, draw and encode while the "
                            "network runs (default: min(4, cores))", RUN, "N")
     processes: int | None = _option(None, optional(integer(0, 1024)), "worker processes that decode, "
                                     "pre-process, draw and encode image files while this process runs the "

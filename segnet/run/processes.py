@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegnetError
-from ..options import Options
+from ..options import Options, cores
 from .pipeline import Job, prepare_job, timed
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,6 @@ SLOT_BYTES = 4 << 20
 #: What the fork server imports once, so that every worker starts with it loaded.
 PRELOAD = [__name__, "segnet.segmenter", "segnet.colorize", "segnet.image_io", "PIL.Image", "PIL.JpegImagePlugin",
            "PIL.PngImagePlugin"]
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def count(options: Options, images: int | None) -> int:

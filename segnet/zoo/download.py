@@ -470,10 +470,7 @@ def _install_archive(info: NetworkInfo, archive: Path, root: Path, source: str, 
 def _check_gzip(archive: Path) -> str:
     """The archive's sha256, after reading its whole gzip stream (catches truncation and bad CRCs, which
     a tar reader stopping at the end-of-archive marker would miss)."""
-    digest = hashlib.sha256()
-    with open(archive, "rb") as raw:
-        for block in iter(lambda: raw.read(_CHUNK), b""):
-            digest.update(block)
+    sha256 = file_sha256(archive)
     if archive.stat().st_size == 0:
         raise _BadArchive("archive is empty")
     most = int(limit("SEGNET_MAX_ARCHIVE_BYTES") or 0)
@@ -487,7 +484,7 @@ def _check_gzip(archive: Path) -> str:
                                       "decompression bomb (raise the limit with SEGNET_MAX_ARCHIVE_BYTES)")
     except (OSError, EOFError, zlib.error) as exc:
         raise _BadArchive(f"not an intact gzip file: {exc}") from exc
-    return digest.hexdigest()
+    return sha256
 
 
 def _extract_network(archive: Path, folder: str, out: Path) -> dict[str, dict]:
