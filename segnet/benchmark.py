@@ -54,15 +54,15 @@ def sequential(segmenter, paths, visualize, out_dir: Path, fmt: str) -> dict:
 
 
 def pipelined(segmenter, paths, visualize, out_dir: Path, fmt: str, workers: int, processes: int = 0) -> dict:
-    """The runner of ``segnet-console``: ``workers`` threads, or ``processes`` worker processes when > 0."""
-    from .run import pipeline
+    """The executors of ``segnet-console``: ``workers`` threads, or ``processes`` worker processes when > 0,
+    drawing through ``colorize.draw`` and writing each picture."""
+    from .colorize import Drawing
+    from .run import processes as worker_processes
+    from .run import threads
+    from .run.job import Job
 
     times = dict.fromkeys(STAGES, 0.0)
     cpu = dict.fromkeys(STAGES, 0.0)
-
-    def render(job):
-        picture = pipeline.timed(job, "colorize", job.result.render, visualize)
-        pipeline.timed(job, "encode", write_image, picture, job.target)
 
     def sink(job):
         if job.error is not None:
@@ -72,11 +72,14 @@ def pipelined(segmenter, paths, visualize, out_dir: Path, fmt: str, workers: int
         for stage, seconds in job.cpu.items():
             cpu[stage] += seconds
 
-    jobs = (pipeline.Job(i, str(p), functools.partial(read_image, p), out_dir / f"pipe{i}.{fmt}")
+    jobs = (Job(i, str(p), functools.partial(read_image, p), out_dir / f"pipe{i}.{fmt}", path=p)
             for i, p in enumerate(paths))
+    drawing = Drawing.of(visualize, segmenter.filter_mode)
     start = time.perf_counter()
-    stats = pipeline.run(segmenter, jobs, render, sink, workers=workers, processes=processes,
-                         draw=tuple(visualize))
+    if processes:
+        stats = worker_processes.run(segmenter, jobs, sink, processes=processes, drawing=drawing)
+    else:
+        stats = threads.run(segmenter, jobs, sink, drawing=drawing, workers=workers)
     return {"seconds": time.perf_counter() - start, "stage_seconds": times, "cpu_stage_seconds": cpu, **stats}
 
 

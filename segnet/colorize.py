@@ -9,8 +9,11 @@ equals jetson's four-weight blend up to float32 rounding (within one level after
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
+
+from .options import visualize as check_visualize
 
 FILTER_MODES = ("point", "linear")
 _f32 = np.float32
@@ -119,3 +122,42 @@ def composite(image: np.ndarray, classes: np.ndarray, colors: np.ndarray,
     if width // 2 and height // 2:
         out[:height // 2, width:] = mask(classes, colors, width // 2, height // 2, filter_mode, region)
     return out
+
+
+def classes(class_map: np.ndarray, num_colors: int, width: int, height: int, region=None) -> np.ndarray:
+    """uint8 ``[height, width]``: the class index of every pixel, the grid point-sampled exactly as the point
+    filter samples colours (jetson's ``Mask()`` into a gray8 image)."""
+    # The point filter's own sampling, on a colour table whose red channel is the class index: the same cells
+    # are picked for every pixel by construction, and 0..255 are exact in float32.
+    index = np.zeros((num_colors, 4), _f32)
+    index[:, 0] = np.arange(num_colors)
+    return np.ascontiguousarray(mask(class_map, index, width, height, "point", region)[..., 0])
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """Which picture to draw: the ``visualize`` modes (overlay, mask, both, or classes) and the filter."""
+
+    modes: tuple[str, ...] = ("overlay",)
+    filter_mode: str = "linear"
+
+    @classmethod
+    def of(cls, visualize: str | tuple[str, ...] = "overlay", filter_mode: str = "linear") -> Drawing:
+        return cls(check_visualize("visualize", visualize), filter_mode)
+
+
+def draw(image: np.ndarray, class_map: np.ndarray, colors: np.ndarray, drawing: Drawing,
+         region=None) -> np.ndarray:
+    """The one drawing function: the picture segnet writes for an image and its class map. Overlay, mask or
+    both (``[H, W, 3]``, composite ``[H, W + W//2, 3]``), or the class indices (``[H, W]``). Every runner
+    (threads, worker processes, Ray) draws through this; a device that draws (the fused graph) must give
+    the same pictures within one level per channel (its tests hold them together)."""
+    modes, filter_mode = drawing.modes, drawing.filter_mode
+    if len(modes) == 2:
+        return composite(image, class_map, colors, filter_mode, region)
+    height, width = image.shape[:2]
+    if modes[0] == "classes":
+        return classes(class_map, len(colors), width, height, region)
+    if modes[0] == "mask":
+        return mask(class_map, colors, width, height, filter_mode, region)
+    return overlay(image, class_map, colors, filter_mode, region)

@@ -19,7 +19,6 @@ from .model_format import input_layout as input_layout_of
 from .model_format import output_layout as output_layout_of
 from .model_format import spatial, symbolic_size, to_chw, with_background
 from .options import Options, check_input_pixels, max_input_pixels
-from .options import visualize as check_visualize
 from .preprocess import prepare as prepare_input
 from .zoo.resolve import locate
 
@@ -66,22 +65,13 @@ class Segmentation:
         """uint8 ``[height, width]``: the class index of every pixel, by default at the image's size, the grid
         point-sampled exactly as the point filter samples colours (jetson's ``Mask()`` into a gray8 image)."""
         h, w = self.image.shape[:2]
-        # The point filter's own sampling, on a colour table whose red channel is the class index: the same
-        # cells are picked for every pixel by construction, and 0..255 are exact in float32.
-        index = np.zeros((len(self.colors), 4), np.float32)
-        index[:, 0] = np.arange(len(self.colors))
-        return np.ascontiguousarray(
-            colorize.mask(self.class_map, index, width or w, height or h, "point", self.region)[..., 0])
+        return colorize.classes(self.class_map, len(self.colors), width or w, height or h, self.region)
 
     def render(self, visualize: str | tuple[str, ...] = "overlay") -> np.ndarray:
         """The picture segnet-console writes for ``visualize``: overlay, mask, both (``[H, W, 3]``), or the
-        class indices (``classes``: ``[H, W]``)."""
-        modes = check_visualize("visualize", visualize)
-        if len(modes) == 2:
-            return self.composite()
-        if modes[0] == "classes":
-            return self.classes()
-        return self.overlay() if modes[0] == "overlay" else self.mask()
+        class indices (``classes``: ``[H, W]``), drawn by ``colorize.draw``."""
+        drawing = colorize.Drawing.of(visualize, self.filter_mode)
+        return colorize.draw(self.image, self.class_map, self.colors, drawing, self.region)
 
     def stats(self) -> str:
         """The ``--stats`` table (SPEC 4.6)."""

@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..run.sources import expand_inputs
+from ..run.inputs import expand_inputs
 from .common import Parser, add_options, add_verbosity, configure_output, entry_points, options_from
 
 PROG = "segnet-bench"

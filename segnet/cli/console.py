@@ -17,9 +17,7 @@ from pathlib import Path
 from .. import zoo
 from ..errors import UsageError
 from ..run import Finished, ImageDone, ImageFailed, SourceEnded, Started
-from ..run.sources import expand_inputs
 from ..run.stats import line as stats_line
-from ..run.streams import parse_source, read_list
 from .common import Parser, add_options, add_verbosity, configure_output, entry_points, error_line, options_from
 
 PROG = "segnet-console"
@@ -76,31 +74,32 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     if args.input is None and args.legend is None:
         raise UsageError("give an input: an image, a folder, a quoted glob or a video (see --help)")
-    wants_stats = options.stats or options.stats_json or options.stats_file is not None
-    if args.input is not None and args.output is None and not wants_stats:
-        source = parse_source(args.input)  # a missing input or an unsupported kind is the first thing to say
-        if source.kind == "path":
-            expand_inputs(args.input)
-        if source.kind != "list" or not any(output for _, output in read_list(Path(source.url))):
+    feed = None
+    if args.input is not None:
+        from ..run.planning import plan
+
+        feed = plan(args.input, args.output, options)  # every input and output checked, once
+        wants_stats = options.stats or options.stats_json or options.stats_file is not None
+        if not feed.wants_pictures() and not wants_stats:
             raise UsageError("give an output (a picture, a folder, a sequence like out_%04i.jpg, a video, a stream "
                              "or display://0) or --stats: without either nothing would be written or printed")
     if args.legend is None:
-        return _run(args, options)
+        return _run(feed, options, args.quiet)
     from ..image_io import image_format
     from ..segmenter import Segmenter
 
     image_format(args.legend)  # a usage error before the network loads
     with Segmenter(options=options) as segmenter:
         _write_legend(segmenter, args.legend)
-        return 0 if args.input is None else _run(args, options, segmenter)
+        return 0 if feed is None else _run(feed, options, args.quiet, segmenter)
 
 
-def _run(args: argparse.Namespace, options, segmenter=None) -> int:
+def _run(feed, options, quiet: bool, segmenter=None) -> int:
     from .. import run as runner
 
-    report = Report(args.quiet, json_lines=options.stats_json)
+    report = Report(quiet, json_lines=options.stats_json)
     try:
-        summary = runner.run(args.input, args.output, options, on_event=report, segmenter=segmenter)
+        summary = runner.run(feed, None, options, on_event=report, segmenter=segmenter)
     finally:
         report.close()
     return 1 if summary.failed or summary.sources_failed else 0

@@ -1,13 +1,20 @@
-"""Where the frames of a video, camera or stream go: a video file, a network stream, a preview window, or
-picture files (a folder or a numbered sequence). Each is checked before any frame is processed; encoders
-and windows open with the first frame."""
+"""Where pictures go, every output checked before any image is processed.
+
+- Image inputs (files, folders, globs, an image URL) write image files: one picture, a folder, or a
+  numbered sequence (``plan_outputs``).
+- Frame inputs (videos, cameras, streams) write through a ``FrameOutput``: picture files, a video file, a
+  network stream or a window (``plan_frames``). Outputs named by a URI scheme come from a registry: a new
+  kind is one class and one ``register_output`` call.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -15,28 +22,150 @@ import numpy as np
 from ..errors import SegnetError, UsageError, option
 from ..image_io import image_format, write_image
 from ..options import Options
+from .uris import local_path, output_kind, scheme, sequence_name
 
-#: Network outputs and the container each carries its video in.
-NETWORK = {"udp": "mpegts", "rtp": "rtp_mpegts", "rtsp": "rtsp"}
-
-
-def scheme(text: str) -> str:
-    """The URI scheme of an input or output (``""`` for a plain path; a Windows drive letter is a path)."""
-    head, sep, _ = text.partition("://")
-    return head.lower() if sep and len(head) > 1 and head.replace("+", "").isalnum() else ""
+# -- image files ---------------------------------------------------------------------------------------------
 
 
-def local_path(text: str) -> str:
-    """``file:///x/y.mp4`` -> ``/x/y.mp4``; anything else as it is."""
-    if scheme(text) == "file":
-        parts = urlsplit(text)
-        return unquote(parts.netloc + parts.path)
-    return text
+def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | None,
+                 classes: bool = False) -> list[Path | None]:
+    """Where each input image's picture goes, checked before any work: the format is writable, the folder
+    exists (created if missing) and accepts files, no output overwrites an input, no two outputs collide.
+
+    A folder gets each picture under the input's name, in sub-folders mirroring the inputs' folders below
+    their common folder (so ``"g*/x.jpg"`` cannot collide); a sequence numbers them in input order; one
+    image file takes exactly one input. ``classes``: the pictures are class indices, which only lossless
+    PNG keeps (a folder gets ``<name>.png``)."""
+    if output is None:
+        return [None] * len(inputs)
+    text = local_path(os.fspath(output))
+    kind = output_kind(output)
+    if kind == "video":
+        raise UsageError(f"{text}: a video output needs a video input; give an image, a folder or a sequence "
+                         "like out_%04i.jpg as output")
+    if kind == "stream":
+        raise UsageError(f"{text}: streams and windows take the frames of videos, cameras and network streams; "
+                         "write pictures to a file or a folder")
+    if classes and kind in ("image", "sequence") and Path(text).suffix.lower() != ".png":
+        raise lossless_error(text)
+    if kind == "image" and len(inputs) > 1:
+        raise UsageError(f"{text}: {len(inputs)} inputs cannot all be written to one picture; give a folder "
+                         f"({Path(text).stem}/) or a numbered sequence ({Path(text).stem}_%04i{Path(text).suffix})")
+    out = Path(text)
+    if kind == "folder":
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{text}: not a folder (a file of that name exists)")
+        base = Path(os.path.commonpath([p.resolve().parent for p in inputs]))
+        targets = [out / p.resolve().relative_to(base) for p in inputs]
+        if classes:
+            targets = [t.with_suffix(".png") for t in targets]
+    elif kind == "sequence":
+        targets = [sequence_name(out, i) for i in range(len(inputs))]
+    else:
+        targets = [out]
+    for t in {t.suffix.lower(): t for t in targets}.values():
+        image_format(t)
+    refuse_overwriting(inputs, targets)
+    for folder in dict.fromkeys(t.parent for t in targets):
+        check_writable(folder)
+    return list(targets)
+
+
+def plan_url_output(url: str, output: str | os.PathLike | None, classes: bool) -> Path | None:
+    """Where the picture of an image URL goes, by the rule for one image file; a folder takes the URL's file
+    name."""
+    if output is None:
+        return None
+    name = Path(unquote(urlsplit(url).path)).name or "image.png"
+    stand_in = Path(tempfile.gettempdir(), f".segnet-url-{os.getpid()}", name)  # never a real file
+    (target,) = plan_outputs([stand_in], False, output, classes)
+    return target
+
+
+def refuse_overwriting(inputs: list[Path], targets: list[Path]) -> None:
+    """A UsageError naming both paths when an output is an input or two outputs are the same file."""
+    sources = {_identity(p): p for p in inputs}
+    seen: dict[tuple, Path] = {}
+    for source, target in zip(inputs, targets):
+        key = _identity(target)
+        if key in sources:
+            raise UsageError(f"{target} would overwrite the input {sources[key]}: choose another output")
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {source} would both be written to {target}: choose another output")
+        seen[key] = source
+
+
+def _identity(path: Path) -> tuple:
+    """What makes two paths the same file: device and inode when it exists, else the resolved path."""
+    try:
+        info = path.stat()
+        return (info.st_dev, info.st_ino)
+    except OSError:
+        return (str(path.resolve()),)
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to output directory {folder}: {exc.strerror or exc}") from None
+
+
+def without_existing(pairs: Sequence[tuple[Path | str, Path | None]]) -> tuple[list, int]:
+    """``skip_existing``: the (input, output) pairs whose output is not there yet, and how many were left."""
+    kept = [(i, o) for i, o in pairs if o is None or not o.exists()]
+    return kept, len(pairs) - len(kept)
+
+
+def lossless_error(text: str) -> UsageError:
+    return UsageError(f"{text}: {option('visualize', 'classes')} writes class indices as lossless single-channel "
+                      "PNG pictures; give a folder or a .png output (out.png, out_%04i.png)")
+
+
+# -- the frames of videos, cameras and streams ---------------------------------------------------------------
+
+
+@runtime_checkable
+class FrameOutput(Protocol):
+    """Where the frames of one video, camera or stream go. ``target(n)`` says where frame ``n`` (counted
+    without gaps) goes; ``write`` takes the drawn picture (uint8 ``[H, W, 3]``, or ``[H, W]`` class indices)
+    with its presentation time in frames of ``rate`` (None: the next). ``in_order``: the sink writes the
+    frames one after another (encoders, windows); otherwise the thread or process that drew a frame writes
+    it. ``closed``: it takes no more frames (its window was closed). ``rate`` is set from the source before
+    the first frame."""
+
+    in_order: bool
+    closed: bool
+    rate: Fraction | None
+
+    def target(self, frame: int) -> Any: ...
+
+    def write(self, picture: np.ndarray, target: Any, pts: int | None) -> None: ...
+
+    def close(self) -> None:
+        """The source ended: finish the output (a video file is complete and in place)."""
+        ...
+
+    def abort(self) -> None:
+        """The run stopped early: leave nothing half-written."""
+        ...
+
+
+#: Frame outputs named by a URI scheme: ``factory(spec, options) -> FrameOutput``. A factory whose
+#: ``lossless`` attribute is true takes class-index pictures too (``--visualize classes``).
+OUTPUT_KINDS: dict[str, Callable[[str, Options], FrameOutput]] = {}
+
+
+def register_output(scheme_name: str, factory: Callable[[str, Options], FrameOutput]) -> None:
+    """Make ``SCHEME://...`` outputs go to ``factory(spec, options)`` (a ``FrameOutput`` class, say)."""
+    OUTPUT_KINDS[scheme_name.lower()] = factory
 
 
 class PictureFiles:
     """Each frame as a picture file: ``<folder>/<name>-000000.png`` or a numbered sequence. Written by the
-    worker that draws the frame, in any order."""
+    thread or process that draws the frame, in any order."""
 
     in_order = False
 
@@ -46,8 +175,6 @@ class PictureFiles:
         self.rate: Fraction | None = None
 
     def target(self, frame: int) -> Path:
-        from .sources import sequence_name
-
         if self.sequence is not None:
             return sequence_name(self.sequence, frame)
         assert self.folder is not None
@@ -63,29 +190,61 @@ class PictureFiles:
         pass
 
 
-class Encoded:
-    """Frames encoded in order into a video file (atomic: nothing until it is complete) or a network stream."""
+class VideoFile:
+    """Frames encoded in order into a video file, atomically: nothing is there until it is complete."""
 
     in_order = True
 
-    def __init__(self, target: str, codec: str | None, bitrate: int | None):
+    def __init__(self, spec: str, options: Options):
         from . import video
 
-        self.name = target
-        self.kind = scheme(target)
-        self.closed = False
+        self.name, self.closed = spec, False
         self.rate: Fraction | None = None
-        if self.kind in NETWORK:
-            container = NETWORK[self.kind]
-            self.settings = video.EncoderSettings(video.encoder_for(codec, container), bitrate, live=True)
-            # rtsp muxes the same codecs as MPEG-TS holds; the RTSP server is only reached with the first frame
-            video.check_writable(self.settings, "mpegts" if container == "rtsp" else container, target)
-            self.container = container
-            self.options = {"rtsp_transport": "tcp"} if container == "rtsp" else {}
-            self.file: Any = None
-        else:
-            self.file = video.VideoWriter(target, Fraction(25), codec, bitrate)
-            self.file.check()
+        self.file = video.VideoWriter(spec, Fraction(25), options.output_codec, options.bitrate)
+        self.file.check()
+
+    def target(self, frame: int) -> int:
+        return frame
+
+    def write(self, picture: np.ndarray, target: Any, pts: int | None) -> None:
+        _colour_only(picture, self.name)
+        self.file.rate = self.rate or Fraction(25)
+        self.file.write(picture, pts)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def abort(self) -> None:
+        self.file.abort()
+
+
+#: Network outputs and the container each carries its video in.
+NETWORK = {"udp": "mpegts", "rtp": "rtp_mpegts", "rtsp": "rtsp"}
+
+
+class NetworkStream:
+    """Frames encoded in order and sent as a stream: ``udp://HOST:PORT`` and ``rtp://HOST:PORT`` (MPEG-TS),
+    ``rtsp://HOST:PORT/PATH`` (pushed to an RTSP server). The receiver is reached with the first frame."""
+
+    in_order = True
+
+    def __init__(self, spec: str, options: Options):
+        from . import video
+
+        kind, parts = scheme(spec), urlsplit(spec)
+        if kind == "rtsp" and (parts.hostname in (None, "", "@") or "@:" in spec):
+            raise UsageError(f"{spec}: segnet has no built-in RTSP server (jetson's rtsp://@:port); push to one "
+                             "with rtsp://HOST:PORT/PATH, e.g. a MediaMTX server, which then serves viewers")
+        if kind != "rtsp" and (not parts.hostname or parts.hostname == "@" or not parts.port):
+            raise UsageError(f"{spec}: give the receiver as {kind}://HOST:PORT")
+        self.name, self.closed = spec, False
+        self.rate: Fraction | None = None
+        self.container = NETWORK[kind]
+        self.settings = video.EncoderSettings(video.encoder_for(options.output_codec, self.container),
+                                              options.bitrate, live=True)
+        # rtsp muxes the same codecs as MPEG-TS holds
+        video.check_writable(self.settings, "mpegts" if kind == "rtsp" else self.container, spec)
+        self.options = {"rtsp_transport": "tcp"} if kind == "rtsp" else {}
         self.encoder: Any = None
 
     def target(self, frame: int) -> int:
@@ -94,28 +253,24 @@ class Encoded:
     def write(self, picture: np.ndarray, target: Any, pts: int | None) -> None:
         from . import video
 
-        if picture.ndim != 3:
-            raise SegnetError(f"{self.name}: only colour pictures can be encoded as video")
-        rate = self.rate or Fraction(25)
-        if self.file is not None:
-            self.file.rate = rate
-            self.file.write(picture, pts)
-            return
+        _colour_only(picture, self.name)
         if self.encoder is None:
-            self.encoder = video.Encoder(self.name, self.container, rate, self.settings, self.options)
+            self.encoder = video.Encoder(self.name, self.container, self.rate or Fraction(25), self.settings,
+                                         self.options)
         self.encoder.write(picture, pts)
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        elif self.encoder is not None:
+        if self.encoder is not None:
             self.encoder.close()
 
     def abort(self) -> None:
-        if self.file is not None:
-            self.file.abort()
-        elif self.encoder is not None:
+        if self.encoder is not None:
             self.encoder.abort()
+
+
+def _colour_only(picture: np.ndarray, name: str) -> None:
+    if picture.ndim != 3:
+        raise SegnetError(f"{name}: only colour pictures can be encoded as video")
 
 
 class Display:
@@ -124,7 +279,7 @@ class Display:
 
     in_order = True
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, options: Options | None = None):
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and os.name == "posix":
             raise UsageError(f"{spec}: there is no display here (neither DISPLAY nor WAYLAND_DISPLAY is set); "
                              "write a file or a stream instead")
@@ -165,42 +320,36 @@ class Display:
         self.close()
 
 
-FrameOutput = PictureFiles | Encoded | Display
+def _no_webrtc(spec: str, options: Options) -> FrameOutput:
+    raise UsageError(f"{spec}: WebRTC output is not supported: it needs the signalling and media server that "
+                     "jetson-utils builds from GStreamer's webrtcbin, and FFmpeg has none; stream with rtsp:// "
+                     "to an RTSP server (which can serve WebRTC, as MediaMTX does) instead")
+
+
+for _scheme in NETWORK:
+    register_output(_scheme, NetworkStream)
+register_output("display", Display)
+register_output("webrtc", _no_webrtc)
 
 
 def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
                 source: Path | None = None) -> FrameOutput | None:
     """The output of one video, camera or stream, checked now: a folder (frames as ``<name>-000000.png``), a
-    numbered sequence, a video file, a network stream (``udp://``, ``rtp://``: MPEG-TS; ``rtsp://``: pushed
-    to an RTSP server) or ``display://N``. ``source``: the input file, which must not be overwritten."""
-    from .sources import check_writable, output_kind, refuse_overwriting
-
+    numbered sequence, a video file, or a registered scheme (``udp://``, ``rtp://``, ``rtsp://``,
+    ``display://N``, ...). ``source``: the input file, which must not be overwritten."""
     if output is None:
         return None
     text = local_path(os.fspath(output))
     kind = scheme(text)
     classes = "classes" in options.visualize
-    if kind == "display":
-        if classes:
-            raise lossless_error(text)
-        return Display(text)
-    if kind == "webrtc":
-        raise UsageError(f"{text}: WebRTC output is not supported: it needs the signalling and media server that "
-                         "jetson-utils builds from GStreamer's webrtcbin, and FFmpeg has none; stream with rtsp:// "
-                         "to an RTSP server (which can serve WebRTC, as MediaMTX does) instead")
-    if kind in NETWORK:
-        parts = urlsplit(text)
-        if kind == "rtsp" and (parts.hostname in (None, "", "@") or "@:" in text):
-            raise UsageError(f"{text}: segnet has no built-in RTSP server (jetson's rtsp://@:port); push to one "
-                             "with rtsp://HOST:PORT/PATH, e.g. a MediaMTX server, which then serves viewers")
-        if kind != "rtsp" and (not parts.hostname or parts.hostname == "@" or not parts.port):
-            raise UsageError(f"{text}: give the receiver as {kind}://HOST:PORT")
-        if classes:
-            raise lossless_error(text)
-        return Encoded(text, options.output_codec, options.bitrate)
     if kind:
-        raise UsageError(f"{text}: unknown output kind '{kind}://'; give a path, a folder, udp://HOST:PORT, "
-                         "rtp://HOST:PORT, rtsp://HOST:PORT/PATH or display://0")
+        factory = OUTPUT_KINDS.get(kind)
+        if factory is None:
+            known = ", ".join(f"{k}://" for k in OUTPUT_KINDS if k != "webrtc")
+            raise UsageError(f"{text}: unknown output kind '{kind}://'; give a path, a folder, or one of {known}")
+        if classes and not getattr(factory, "lossless", False):
+            raise lossless_error(text)
+        return factory(text, options)
     out = Path(text)
     what = output_kind(text)
     if what == "image":
@@ -212,7 +361,7 @@ def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
         if source is not None:
             refuse_overwriting([source], [out])
         check_writable(out.parent)
-        return Encoded(text, options.output_codec, options.bitrate)
+        return VideoFile(text, options)
     if what == "sequence":
         image_format(out)
         if classes and out.suffix.lower() != ".png":
@@ -223,8 +372,3 @@ def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
         raise UsageError(f"{text}: not a folder (a file of that name exists)")
     check_writable(out)
     return PictureFiles(folder=out, prefix=name)
-
-
-def lossless_error(text: str) -> UsageError:
-    return UsageError(f"{text}: {option('visualize', 'classes')} writes class indices as lossless single-channel "
-                      "PNG pictures; give a folder or a .png output (out.png, out_%04i.png)")

@@ -1,12 +1,12 @@
-"""The CPU stages of a run on every core: worker processes decode, pre-process, draw, encode and write,
-while this process only runs the network (issue 16).
+"""The process executor: worker processes decode, pre-process, draw, encode and write image files on
+every core, while this process only runs the network (issue 16).
 
     jobs ─▶ worker processes: load + prepare ──▶ this process: inference, batch_size at a time
                                                         │ scores and class map (a few kB) back to the
                                                         ▼ worker that holds the image
             worker processes: draw + encode + write ──▶ sink (this thread, in input order)
 
-Worker threads (``pipeline.run``) contend for the GIL: decoding, drawing and encoding are Python and
+Worker threads (``threads.run``) contend for the GIL: decoding, drawing and encoding are Python and
 numpy code that holds it for part of its time, so on a many-core machine threads reach a fraction of the
 cores. Processes do not share a GIL. Each image is decoded and drawn by the same worker, so the decoded
 image travels once, to this process, which needs it for the network and for the ``Segmentation`` it hands
@@ -22,7 +22,7 @@ inputs); the sink sees every job in input order, failed ones too; a bad image is
 run goes on; Ctrl-C (or SIGTERM turned into it) and any failure stop the workers after the task each is
 running, and since every write is atomic, nothing is left half-written. Workers ignore SIGINT and take
 SIGTERM as "stop after this task", so a signal to the whole process group cannot cut a write short; they
-stop by themselves when this process dies. Batches are formed in input order, as in ``pipeline.run``, so
+stop by themselves when this process dies. Batches are formed in input order, as in ``threads.run``, so
 results do not depend on which worker was faster.
 
 Workers start from a fork server (spawn where there is none), never by forking this process, which may
@@ -49,9 +49,10 @@ from typing import Any
 
 import numpy as np
 
+from ..colorize import Drawing
 from ..errors import SegnetError
 from ..options import Options, cores
-from .pipeline import Job, prepare_job, timed
+from .job import Job, draw_job, prepare_job, timed, write_picture
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,10 @@ def prestart() -> None:
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, processes: int,
-        draw: tuple[str, ...] | None = None, depth: int | None = None) -> dict:
+        drawing: Drawing | None = None, depth: int | None = None) -> dict:
     """Segment every job (``job.load`` must pickle: a ``functools.partial`` of a module function) with
-    ``processes`` workers. ``draw``: the ``visualize`` modes of the picture each worker renders and writes
-    to ``job.target`` (when not None); None: no pictures. ``sink(job)`` runs here, in input order, for
+    ``processes`` workers. ``drawing``: the picture each worker draws (``colorize.draw``) and writes to
+    ``job.target`` (when not None); None: no pictures. ``sink(job)`` runs here, in input order, for
     every job. Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``: CPU time of this process
 and the workers, and of this process alone."""
     batch_size = segmenter.batch_size
@@ -123,7 +124,7 @@ and the workers, and of this process alone."""
     try:
         for number in range(processes):
             inbox = ctx.Queue()
-            worker = ctx.Process(target=_work, args=(number, detached, draw, inbox, results, stop),
+            worker = ctx.Process(target=_work, args=(number, detached, drawing, inbox, results, stop),
                                  name=f"segnet-worker-{number}")
             with _without_main():
                 worker.start()
@@ -177,7 +178,7 @@ and the workers, and of this process alone."""
                 _infer(segmenter, batch, slots)  # the slots are copied: the workers may reuse them
                 for job in batch:
                     w = state.owner[job.index]
-                    if job.error is not None or draw is None:
+                    if job.error is not None or drawing is None or job.target is None:
                         _send(tasks[w], ("drop", job.index))
                         state.finished(job)
                     else:
@@ -442,10 +443,9 @@ class _Slots:
 
 # -- the worker process --------------------------------------------------------------------------------
 
-def _work(number: int, segmenter, draw: tuple[str, ...] | None, inbox, results, stop) -> None:
+def _work(number: int, segmenter, drawing: Drawing | None, inbox, results, stop) -> None:
     """A worker's loop: load tasks give back the prepared image (kept here for drawing), render tasks
     draw, encode and write it; drop tasks forget it. Render tasks go first: the sink waits for them."""
-    from ..segmenter import Segmentation
 
     stopping = []
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: this process decides
@@ -478,7 +478,7 @@ def _work(number: int, segmenter, draw: tuple[str, ...] | None, inbox, results, 
                 prepared = prepare_job(segmenter, job)
                 payload = None
                 if prepared is not None:
-                    if draw is not None:
+                    if drawing is not None:
                         kept[index] = prepared
                     tensor = None if prepared.tensor is prepared.rgb else prepared.tensor
                     payload = (*slots.put(index, prepared.rgb, tensor), prepared.region)
@@ -489,9 +489,7 @@ def _work(number: int, segmenter, draw: tuple[str, ...] | None, inbox, results, 
                 job = Job(index, "", _nothing, target)
                 try:
                     prepared = kept.pop(index)
-                    job.result = Segmentation(prepared.rgb, _NO_SCORES, class_map, segmenter.class_names,
-                                              segmenter.colors, segmenter.filter_mode, prepared.region)
-                    _draw(job, draw)
+                    draw_job(job, prepared.rgb, class_map, segmenter.colors, drawing, prepared.region, write_picture)
                 except SegnetError as exc:
                     job.error = exc
                 results.put(("rendered", number, index, job.times, job.cpu, _picklable(job.error)))
@@ -505,22 +503,6 @@ def _work(number: int, segmenter, draw: tuple[str, ...] | None, inbox, results, 
         results.put(("exit", number, time.process_time()))
 
 
-_NO_SCORES = np.zeros((0, 0, 0), np.float32)  # drawing needs the class map only; the scores stay in the sink's
-
-
-def _nothing() -> None:
-    return None
-
-
-def _draw(job: Job, draw: tuple[str, ...] | None) -> None:
-    """What ``Runner.render`` and ``FileSource.write`` do for an image file: the picture, written atomically."""
-    from ..image_io import write_image
-
-    picture = timed(job, "colorize", job.result.render, draw)
-    if job.target is not None:
-        timed(job, "encode", write_image, picture, job.target)
-
-
 def _picklable(error):
     """``error``, or a SegnetError with its message when it cannot travel between processes."""
     if error is None:
@@ -530,3 +512,7 @@ def _picklable(error):
         return error
     except Exception:
         return SegnetError(str(error))
+
+
+def _nothing() -> None:
+    return None

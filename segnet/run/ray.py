@@ -1,10 +1,11 @@
 """Segmenting many images on a Ray cluster with Ray Data (``pip install 'segnet[ray]'``).
 
-``SegmentBatch`` is the stage a user puts into their own ``Dataset.map_batches``; ``run_folder`` is what
-``segnet-console --ray`` runs: the same inputs and outputs as the single-machine loop, so the same files.
+``SegmentBatch`` is the stage a user puts into their own ``Dataset.map_batches``; ``run`` is the run loop's
+Ray executor (``segnet-console --ray``): the same jobs as the single-machine executors, so the same files,
+drawn by the same ``colorize.draw``.
 
-    CPU actors:  paths ─▶ [actor: read ─▶ segment ─▶ render ─▶ write] ─▶ (index, error) rows to the driver
-    GPU actors:  paths ─▶ [CPU tasks: read] ─▶ [GPU actor: segment] ─▶ [CPU tasks: render ─▶ write] ─▶ ...
+    CPU actors:  paths ─▶ [actor: read ─▶ segment ─▶ draw ─▶ write] ─▶ (index, error) rows to the driver
+    GPU actors:  paths ─▶ [CPU tasks: read] ─▶ [GPU actor: segment] ─▶ [CPU tasks: draw ─▶ write] ─▶ ...
 
 On CPUs one actor per core does everything, so no decoded image crosses the object store. On GPUs the
 network takes about a millisecond and decoding, colouring and encoding about twenty, so those run as CPU
@@ -25,14 +26,16 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import SegnetError
+from ..colorize import Drawing, draw
+from ..errors import SegnetError, option
 from ..options import Options
+from .job import Job
 from .stats import line as stats_line
 from .stats import record as stats_record
 from .stats import wants_records
@@ -47,7 +50,6 @@ GPU_BATCH = 32
 
 _NO_IMAGE = np.zeros((0, 0, 3), np.uint8)  # what failed rows carry in image columns
 _NO_MAP = np.zeros((0, 0), np.uint8)
-_NO_SCORES = np.zeros((0, 0, 0), np.float32)
 
 
 def import_ray():
@@ -119,6 +121,7 @@ class SegmentBatch:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.stats, self.records = stats, records
         self.defer_render = defer_render
+        self.drawing = Drawing(self.visualize, self.options.filter_mode) if self.visualize else None
         self._segmenter: Any = None
 
     def __getstate__(self) -> dict:  # a loaded network never travels: each worker loads its own
@@ -155,8 +158,9 @@ class SegmentBatch:
                 tables[i] = result.stats() if self.stats else ""
                 if self.records:
                     records[i] = stats_line(stats_record(result, names[i] or f"row {i}"))
-                if render and targets[i] is not False:
-                    pictures[i] = _deliver(result.render(self.visualize), targets[i])
+                if render and self.drawing is not None and targets[i] is not False:
+                    picture = draw(result.image, result.class_map, result.colors, self.drawing, result.region)
+                    pictures[i] = _deliver(picture, targets[i])
             except Exception as exc:  # one image fails, not the job
                 errors[i], images[i] = _describe(exc), _NO_IMAGE
         out = {k: v for k, v in batch.items() if k not in ("bytes", "image", "error")}
@@ -194,11 +198,8 @@ def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def render_batch(batch: dict[str, np.ndarray], visualize, filter_mode: str = "linear",
                  output_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """A CPU stage after ``SegmentBatch(defer_render=True)``: ``image``, ``class_map`` and ``colors`` ->
-    the picture, written or returned as ``SegmentBatch`` does it."""
-    from ..options import visualize as check_visualize
-    from ..segmenter import Segmentation
-
-    modes = check_visualize("visualize", visualize)
+    the picture (``colorize.draw``), written or returned as ``SegmentBatch`` does it."""
+    drawing = Drawing.of(visualize, filter_mode)
     n = _rows(batch)
     errors = _column(batch, "error", n, "")
     targets = _targets(batch, _column(batch, "path", n, None), output_dir)
@@ -206,11 +207,9 @@ def render_batch(batch: dict[str, np.ndarray], visualize, filter_mode: str = "li
     for i in range(n):
         if errors[i] or targets[i] is False:
             continue
-        # Rendering reads only the image, the class grid and the colours.
-        result = Segmentation(batch["image"][i], _NO_SCORES, batch["class_map"][i], [], batch["colors"][i],
-                              filter_mode)
         try:
-            pictures[i] = _deliver(result.render(modes), targets[i])
+            picture = draw(batch["image"][i], batch["class_map"][i], batch["colors"][i], drawing)
+            pictures[i] = _deliver(picture, targets[i])
         except Exception as exc:
             errors[i] = _describe(exc)
     out = {k: v for k, v in batch.items() if k not in ("image", "colors", "error")}
@@ -218,26 +217,26 @@ def render_batch(batch: dict[str, np.ndarray], visualize, filter_mode: str = "li
     return out
 
 
-def run_folder(inputs: list[Path], outputs: list[Path | None], options: Options, *,
-               on_event: Callable[[Any], None] | None = None) -> tuple[int, int]:
-    """Segment ``inputs`` on Ray, writing each picture to its ``outputs`` entry (None: write nothing), as
-    the single-machine run writes them. Reports ``ImageDone``/``ImageFailed`` events to ``on_event`` in input
-    order and returns ``(images done, images failed)``.
+def run(jobs: Iterable[Job], sink: Callable[[Job], None], options: Options) -> dict:
+    """The Ray executor: segment the image files of ``jobs`` (each names its ``path``, and its ``target``:
+    where its picture goes, None for none) on a Ray cluster, each worker drawing through ``colorize.draw``
+    and writing as the single-machine run does. ``sink(job)`` runs here, in input order, with ``job.error``
+    set for a failed image, else ``job.table``/``job.record`` (the statistics, made on the workers).
 
     ``options.ray`` is ``ray.init``'s address (``"auto"``, ``"ray://head:10001"``, ...); empty: ``RAY_ADDRESS``
     or a running local cluster, else a new local instance, shut down again at the end. ``ray_actors``
     defaults to every CPU of the cluster (``ray_gpus=0``) or every GPU (``ray_gpus`` per actor). Paths must
     mean the same files on every node (shared storage).
     """
+    jobs = list(jobs)
+    if any(job.path is None for job in jobs):
+        raise SegnetError(f"{option('ray')} runs image files; give a folder, a glob or image paths")
+    if not jobs:
+        return {"kind": "ray", "workers": 0}
     loaded = sys.modules.get("ray")
     if loaded is None or not loaded.is_initialized():
         check_reachable(options.ray or os.environ.get("RAY_ADDRESS") or "")
     ray = import_ray()
-    emit = on_event or (lambda event: None)
-    if len(inputs) != len(outputs):
-        raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs")
-    if not inputs:
-        return 0, 0
     started = not ray.is_initialized()
     detail = log.isEnabledFor(logging.DEBUG)  # Ray's own lines and the workers' logs only with -v
     for name in ("ray", "ray.data"):  # a failure reaches the user as our one-line error, not as Ray's report
@@ -245,12 +244,11 @@ def run_folder(inputs: list[Path], outputs: list[Path | None], options: Options,
     with contextlib.ExitStack() as stack:
         if not detail:
             stack.enter_context(_without_ray_log_lines())
-        return _run_folder(ray, inputs, outputs, options, emit, started, detail)
+        _run(ray, jobs, sink, options, started, detail)
+    return {"kind": "ray", "workers": options.ray_actors or 0}
 
 
-def _run_folder(ray, inputs, outputs, options: Options, emit, started: bool, detail: bool) -> tuple[int, int]:
-    from .runner import ImageDone, ImageFailed
-
+def _run(ray, jobs: list[Job], sink, options: Options, started: bool, detail: bool) -> None:
     if started:
         address = options.ray or None
         try:
@@ -263,10 +261,11 @@ def _run_folder(ray, inputs, outputs, options: Options, emit, started: bool, det
     saved = context.enable_progress_bars, context.raise_original_map_exception
     context.enable_progress_bars = log.isEnabledFor(logging.INFO) and sys.stderr.isatty()
     context.raise_original_map_exception = True  # a SegnetError from a worker stays one
-    failed = 0
+    inputs = [job.path for job in jobs if job.path is not None]
+    outputs = [job.target for job in jobs]
     try:
         dataset, absolute = _plan(ray, inputs, outputs, options)
-        pending: dict[int, Any] = {}
+        pending: dict[int, Job] = {}
         following = 0
         try:
             for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
@@ -274,16 +273,15 @@ def _run_folder(ray, inputs, outputs, options: Options, emit, started: bool, det
                 records = batch["record"] if wants_records(options) else [None] * _rows(batch)
                 for index, error, table, record in zip(batch["index"], batch["error"], tables, records):
                     i = int(index)
+                    job = jobs[i]
                     if error:
-                        failed += 1
-                        message = _as_given(error, absolute[i], inputs[i], outputs[i])
-                        pending[i] = ImageFailed(i, str(inputs[i]), SegnetError(message))
+                        job.error = SegnetError(_as_given(error, absolute[i], inputs[i], outputs[i]))
                     else:
-                        data = {**json.loads(record), "source": str(inputs[i])} if record else None
-                        pending[i] = ImageDone(i, str(inputs[i]), outputs[i], None, table or None,
-                                               source=str(inputs[i]), record=data)
-                    while following in pending:  # events in input order, as rows arrive in any order
-                        emit(pending.pop(following))
+                        job.table = table or None
+                        job.record = {**json.loads(record), "source": job.name} if record else None
+                    pending[i] = job
+                    while following in pending:  # in input order, as rows arrive in any order
+                        sink(pending.pop(following))
                         following += 1
         except Exception as exc:
             cause = _segnet_cause(exc)
@@ -294,7 +292,6 @@ def _run_folder(ray, inputs, outputs, options: Options, emit, started: bool, det
         context.enable_progress_bars, context.raise_original_map_exception = saved
         if started:
             ray.shutdown()
-    return len(inputs) - failed, failed
 
 
 #: A line of Ray's C++ core log: ``[2026-12-01 21:29:08,935 E 429 429] core_worker.cc:2465: ...``
@@ -491,4 +488,4 @@ def _objects(values: list) -> np.ndarray:
     return column
 
 
-__all__ = ["SegmentBatch", "decode_batch", "import_ray", "render_batch", "run_folder"]
+__all__ = ["SegmentBatch", "decode_batch", "import_ray", "render_batch", "run"]

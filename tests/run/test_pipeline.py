@@ -13,7 +13,8 @@ from PIL import Image
 
 from segnet import Segmenter
 from segnet.errors import SegnetError
-from segnet.run import pipeline
+from segnet.run import threads
+from segnet.run.job import Job
 from tests.conftest import IMAGES
 from tests.support import models
 from tests.support.cli import run_cli
@@ -37,14 +38,14 @@ def _jobs(n, delays=False, fail=()):
             raise SegnetError(f"image {i} is broken")
         return image
 
-    return [pipeline.Job(i, f"img{i}", lambda i=i: load(i)) for i in range(n)]
+    return [Job(i, f"img{i}", lambda i=i: load(i)) for i in range(n)]
 
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_results_reach_the_sink_in_input_order(pooling_net, batch):
     seen = []
     with Segmenter(model=pooling_net, batch_size=batch) as net:
-        pipeline.run(net, _jobs(20, delays=True, fail={4, 11}), sink=lambda job: seen.append(
+        threads.run(net, _jobs(20, delays=True, fail={4, 11}), sink=lambda job: seen.append(
             (job.index, job.error is None)), workers=3)
     assert [i for i, _ in seen] == list(range(20))
     assert [i for i, ok in seen if not ok] == [4, 11]
@@ -65,9 +66,9 @@ def test_memory_stays_bounded_with_a_slow_consumer(pooling_net):
         with lock:
             alive[0] -= 1
 
-    jobs = (pipeline.Job(i, str(i), load) for i in range(300))  # a generator: never listed in full
+    jobs = (Job(i, str(i), load) for i in range(300))  # a generator: never listed in full
     with Segmenter(model=pooling_net, batch_size=2) as net:
-        pipeline.run(net, jobs, sink=slow_sink, workers=2, depth=4)
+        threads.run(net, jobs, sink=slow_sink, workers=2, depth=4)
     assert alive[0] == 0
     assert peak[0] <= 4 + 2 + 4 + 1  # loading + one batch + rendering, whatever the input count
 

@@ -18,7 +18,8 @@ from PIL import Image
 from segnet import Options, Segmenter
 from segnet.errors import SegnetError
 from segnet.image_io import read_image
-from segnet.run import pipeline, processes
+from segnet.run import processes
+from segnet.run.job import Job
 from tests.conftest import IMAGES
 from tests.support import models
 from tests.support.cli import run_cli
@@ -61,14 +62,14 @@ def test_sink_in_input_order_with_memory_bounded(net):
         for i, path in enumerate(paths):
             pulled[0] += 1
             load = functools.partial(read_image, path) if i != 7 else functools.partial(read_image, IMAGES / "no")
-            yield pipeline.Job(i, path.name, load)
+            yield Job(i, path.name, load)
 
     def sink(job):
         sunk.append((job.index, job.error is None, job.result is not None and job.result.image.shape))
         ahead[0] = max(ahead[0], pulled[0] - len(sunk))
 
     with Segmenter(model=net, batch_size=2) as seg:
-        stats = pipeline.run(seg, jobs(), sink=sink, processes=2, depth=5)
+        stats = processes.run(seg, jobs(), sink=sink, processes=2, depth=5)
     assert [i for i, _, _ in sunk] == list(range(42))
     assert [i for i, ok, _ in sunk if not ok] == [7]
     assert sunk[0][2] == read_image(sorted(IMAGES.glob("*.jpg"))[0]).shape  # the sink gets the whole result
@@ -78,14 +79,14 @@ def test_sink_in_input_order_with_memory_bounded(net):
 
 def test_a_failing_or_dying_worker_stops_the_run_with_an_error(net):
     with Segmenter(model=net) as seg:
-        crash = [pipeline.Job(0, "a", functools.partial(operator.truediv, 1, 0))]  # a bug, not a bad image
+        crash = [Job(0, "a", functools.partial(operator.truediv, 1, 0))]  # a bug, not a bad image
         with pytest.raises(RuntimeError, match="ZeroDivisionError"):
-            pipeline.run(seg, crash, processes=1)
-        dies = [pipeline.Job(0, "a", functools.partial(os._exit, 3))]
+            processes.run(seg, crash, processes=1)
+        dies = [Job(0, "a", functools.partial(os._exit, 3))]
         with pytest.raises(SegnetError, match="worker process .* stopped"):
-            pipeline.run(seg, dies, processes=1)
+            processes.run(seg, dies, processes=1)
         with pytest.raises(Exception, match="pickle"):  # a load that cannot travel fails here, not silently
-            pipeline.run(seg, [pipeline.Job(0, "a", lambda: None)], processes=1)
+            processes.run(seg, [Job(0, "a", lambda: None)], processes=1)
 
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])

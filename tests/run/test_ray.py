@@ -53,15 +53,16 @@ def options(network):
 
 
 def ray_run(inputs, outputs, options, **given):
-    """``run_folder`` with these options; (images done, [(input, error)...], its events in order)."""
-    from segnet.run import ImageFailed
-    from segnet.run.ray import run_folder
+    """The Ray executor with these options under the run loop's sink; (images done, [(input, error)...], the
+    jobs in the order the sink saw them)."""
+    from segnet.run import ray as ray_executor
+    from segnet.run.job import Job
 
-    events = []
-    done, failed = run_folder(inputs, outputs, Options.create(options, **given), on_event=events.append)
-    failures = [(inputs[e.index], str(e.error)) for e in events if isinstance(e, ImageFailed)]
-    assert len(failures) == failed
-    return done, failures, events
+    jobs = [Job(i, str(p), lambda: None, o, path=Path(p)) for i, (p, o) in enumerate(zip(inputs, outputs))]
+    seen = []
+    ray_executor.run(jobs, seen.append, Options.create(options, **given))
+    failures = [(inputs[job.index], str(job.error)) for job in seen if job.error is not None]
+    return len(seen) - len(failures), failures, seen
 
 
 def single_machine(options, inputs, folder, visualize):
@@ -97,7 +98,7 @@ def test_cpu_actors_write_the_files_of_the_single_machine_run(cluster, options, 
     assert not (out / bad.name).exists()
     assert [e.index for e in events] == list(range(len(inputs)))  # in input order, whatever order rows came in
     with Segmenter(options=options) as segmenter:  # with the --stats tables
-        assert [e.stats for e in events if e.index != 3] == [segmenter(p).stats() for p in REAL]
+        assert [e.table for e in events if e.index != 3] == [segmenter(p).stats() for p in REAL]
 
 
 def test_gpu_actors_read_and_write_in_cpu_tasks_with_the_same_files(cluster, options, tmp_path, monkeypatch):

@@ -1,0 +1,56 @@
+"""What an input or output string names, before anything is opened: its URI scheme, the path of a
+``file://`` URL, and the kind of output a path names (the README's output naming rule)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ..errors import UsageError
+
+SEQUENCE = re.compile(r"%(0\d+)?i")  # jetson's numbered outputs: out_%i.jpg, frame_%04i.png
+
+
+def scheme(text: str) -> str:
+    """The URI scheme of an input or output (``""`` for a plain path; a Windows drive letter is a path)."""
+    head, sep, _ = text.partition("://")
+    return head.lower() if sep and len(head) > 1 and head.replace("+", "").isalnum() else ""
+
+
+def local_path(text: str) -> str:
+    """``file:///x/y.mp4`` -> ``/x/y.mp4``; anything else as it is."""
+    if scheme(text) == "file":
+        parts = urlsplit(text)
+        return unquote(parts.netloc + parts.path)
+    return text
+
+
+def output_kind(output: str | os.PathLike) -> str:
+    """What an output names, by the rule the README states: ``stream`` (``udp://``, ``rtp://``, ``rtsp://``,
+    ``display://`` and other URIs), ``sequence`` (holds ``%i`` or ``%04i``), ``video`` (a video extension),
+    ``image`` (another extension), or ``folder`` (an existing folder, a trailing ``/``, or no extension)."""
+    from .video import is_video
+
+    text = local_path(os.fspath(output))
+    if scheme(text):
+        return "stream"
+    path = Path(text)
+    if len(os.fsencode(path.name)) > 255:
+        raise UsageError(f"{text}: the file name is longer than file systems allow (255 bytes)")
+    if SEQUENCE.search(path.name):
+        return "sequence"
+    if path.is_dir() or text.endswith(("/", os.sep)) or not path.suffix:
+        return "folder"
+    return "video" if is_video(path) else "image"
+
+
+def sequence_name(pattern: Path, index: int) -> Path:
+    """``pattern`` with its ``%i``/``%04i`` replaced by ``index`` (jetson numbers from 0)."""
+    return pattern.with_name(SEQUENCE.sub(lambda m: f"{index:{m.group(1) or ''}d}", pattern.name, count=1))
+
+
+def safe_label(text: str) -> str:
+    """A file-name-safe short name for a source (its output sub-folder)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "source"
