@@ -4,7 +4,8 @@ inside functions too):
 - each part of the package imports only from its own layer or the layers below it (``LAYERS``);
 - nothing outside ``segnet/backends/tensorrt/`` imports TensorRT or CUDA;
 - nothing in the library imports the CLI;
-- the modules' top-level imports form no cycle.
+- no import cycle anywhere, lazy imports included: an import inside a function is still a dependency;
+- inside ``segnet/run/``, each role imports only the roles below it (``RUN_ROLES``).
 """
 
 from __future__ import annotations
@@ -106,9 +107,7 @@ def test_the_library_never_imports_the_cli():
     assert offenders == []
 
 
-def test_top_level_imports_have_no_cycle():
-    graph = {name: {t for t, top in imports(name, path) if top and t in ALL and t != name}
-             for name, path in ALL.items()}
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     state: dict[str, int] = {}
     cycles = []
 
@@ -124,7 +123,61 @@ def test_top_level_imports_have_no_cycle():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
-    assert cycles == []
+    return cycles
+
+
+def dependencies(lazy: bool) -> dict[str, set[str]]:
+    """Who imports whom inside the package (a module importing its own package's ``__init__`` aside); the
+    package's lazy re-exports (``segnet.Segmenter``) are its public face, not a dependency."""
+    graph = {}
+    for name, path in ALL.items():
+        found = set()
+        for target, top in imports(name, path):
+            if target not in ALL or target == name or (name == "segnet" and not top) or (not lazy and not top):
+                continue
+            if name.startswith(target + "."):  # a module's own package: imported first by Python anyway
+                continue
+            found.add(target)
+        graph[name] = found
+    return graph
+
+
+def test_top_level_imports_have_no_cycle():
+    assert find_cycles(dependencies(lazy=False)) == []
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    assert find_cycles(dependencies(lazy=True)) == []
+
+
+#: ``segnet/run/`` by role, lowest first: a module imports only from roles before its own (lazily or not).
+RUN_ROLES = [
+    ["segnet.run.job", "segnet.run.events", "segnet.run.stats", "segnet.run.video"],  # leaves
+    ["segnet.run.uris"],  # what a string names
+    ["segnet.run.inputs", "segnet.run.outputs"],  # the kinds of inputs and outputs, and their registries
+    ["segnet.run.feeds"],  # what the loop consumes
+    ["segnet.run.planning", "segnet.run.threads", "segnet.run.processes", "segnet.run.ray"],  # plan, executors
+    ["segnet.run.loop"],
+    ["segnet.run"],
+]
+
+
+def test_run_roles_cover_the_package():
+    assert sorted(m for m in ALL if m == "segnet.run" or m.startswith("segnet.run.")) == \
+        sorted(m for role in RUN_ROLES for m in role)
+
+
+@pytest.mark.parametrize("name", [m for role in RUN_ROLES for m in role])
+def test_run_roles_import_downwards_only(name):
+    rank = {m: i for i, role in enumerate(RUN_ROLES) for m in role}
+    wrong = [target for target, _ in imports(name, ALL[name])
+             if target in rank and target != name and rank[target] >= rank[name]]
+    assert wrong == []
+
+
+def test_a_cycle_hidden_in_a_function_is_found():
+    graph = {"a": {"b"}, "b": {"a"}}
+    assert find_cycles(graph) == [["a", "b", "a"]]
 
 
 def test_the_rules_bite():
