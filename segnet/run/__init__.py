@@ -9,10 +9,12 @@
 - ``video`` (PyAV) and ``stats`` (the statistics records).
 """
 
+from . import inputs, outputs
 from .events import Event, Finished, ImageDone, ImageFailed, SourceEnded, Started, Summary
 from .inputs import Frame, FrameReader, InputKind, Opened, register_input
 from .loop import Runner, run
 from .outputs import FrameOutput, register_output
 
 __all__ = ["Event", "Finished", "Frame", "FrameOutput", "FrameReader", "ImageDone", "ImageFailed", "InputKind",
-           "Opened", "Runner", "SourceEnded", "Started", "Summary", "register_input", "register_output", "run"]
+           "Opened", "Runner", "SourceEnded", "Started", "Summary", "inputs", "outputs", "register_input", "register_output",
+           "run"]
