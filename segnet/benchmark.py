@@ -13,6 +13,7 @@ lower), so the gap between the measured rate and the bound is printed rather tha
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -27,6 +28,9 @@ from .image_io import read_image, write_image
 from .options import Options
 
 STAGES = ("decode", "preprocess", "inference", "classmap", "colorize", "encode")
+#: Options that change the loaded network (a compared run with other values loads its own)
+NETWORK_FIELDS = ("network", "model", "backend", "precision", "batch_size", "threads", "tensorrt_flavour", "fuse",
+                  "input_size")
 
 
 def sequential(segmenter, paths, visualize, out_dir: Path, fmt: str) -> dict:
@@ -110,25 +114,27 @@ def network_only(segmenter, batch: int, runs: int, sample: Path) -> dict:
     else:
         tensors = [rng.standard_normal(like.shape).astype(np.float32)] * batch
     for _ in range(3):
-        segmenter.infer_batch(tensors)
+        segmenter.infer_maps(tensors)
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        segmenter.infer_batch(tensors)
+        segmenter.infer_maps(tensors)
         samples.append(time.perf_counter() - start)
     median = statistics.median(samples)
     return {"batch": batch, "median_ms_per_call": median * 1000, "ms_per_image": median * 1000 / batch}
 
 
 def benchmark(paths: list[Path], options: Options, scratch: Path, *, fmt: str = "jpg",
-              network_runs: int = 20, image_size: str | None = None, compare: bool = False) -> dict:
+              network_runs: int = 20, image_size: str | None = None, compare: Options | None = None,
+              compare_label: str = "") -> dict:
     """Sequential and pipelined runs over ``paths`` with the same network, and the network alone, as one
     report (what ``segnet-bench`` prints and writes as JSON). Pictures are written into ``scratch``.
-    ``compare``: also the pipelined runner with the other kind of workers (threads against processes)."""
+    ``compare``: also the pipelined runner with these options (another precision, kind or number of
+    workers), in the same run; ``compare_label`` says how they differ."""
     from .run import processes as worker_processes
     from .segmenter import Segmenter
 
-    if worker_processes.count(options, len(paths)) or compare:
+    if worker_processes.count(options, len(paths)) or compare is not None:
         worker_processes.prestart()  # as segnet-console does: the fork server starts while the networks load
     single_options = Options.create(options, batch_size=1)
     with Segmenter(options=single_options) as single, Segmenter(options=options) as batched:
@@ -141,10 +147,14 @@ def benchmark(paths: list[Path], options: Options, scratch: Path, *, fmt: str = 
         processes = worker_processes.count(options, len(paths))
         pipe = pipelined(batched, paths, options.visualize, scratch, fmt, options.workers, processes)
         other = None
-        if compare:
-            cores = worker_processes.cores()
-            count = 0 if processes else cores - 1 if cores > worker_processes.AUTO_MIN_CORES else cores
-            other = pipelined(batched, paths, options.visualize, scratch, fmt, options.workers, count)
+        if compare is not None:
+            same_network = all(getattr(compare, f) == getattr(options, f) for f in NETWORK_FIELDS)
+            with contextlib.nullcontext(batched) if same_network else Segmenter(options=compare) as second:
+                if not same_network:
+                    second.segment_batch(paths[: compare.batch_size])  # warm-up
+                count = worker_processes.count(compare, len(paths))
+                other = pipelined(second, paths, options.visualize, scratch, fmt, compare.workers, count)
+                other["backend"] = second.description
         net = [network_only(single, 1, network_runs, paths[0])]
         if options.batch_size > 1:
             net.append(network_only(batched, options.batch_size, network_runs, paths[0]))
@@ -154,7 +164,8 @@ def benchmark(paths: list[Path], options: Options, scratch: Path, *, fmt: str = 
     seq["bound"] = bound(seq, n, 1)
     extra = {}
     if other is not None:
-        extra["other"] = {**other, "images_per_s": n / other["seconds"], "bound": bound(other, n, cores)}
+        extra["other"] = {**other, "images_per_s": n / other["seconds"], "bound": bound(other, n, cores),
+                          "options": compare_label}
     return {
         "segnet": __version__, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                           "platform": platform.platform()},
@@ -204,7 +215,9 @@ def format_report(r: dict) -> str:
     if "other" in r:
         o, ob = r["other"], r["other"]["bound"]
         stages = ", ".join(f"{stage} {o['cpu_stage_seconds'][stage] * 1000 / n:.1f}" for stage in STAGES)
-        lines.append(f"the same with {o['workers']} worker {o['kind']}: {o['images_per_s']:.1f} images/s, "
+        label = f"{o.get('options')}: " if o.get("options") else ""
+        lines.append(f"{label}the same with {o['workers']} worker {o['kind']} on {o.get('backend', '')}: "
+                     f"{o['images_per_s']:.1f} images/s, "
                      f"{ob['gap']:.2f}x below its bound ({ob['bound_images_per_s']:.1f}); CPU ms/image: {stages}; "
                      f"whole run {ob['cpu_ms_per_image_all']:.1f}")
     return "\n".join(lines)

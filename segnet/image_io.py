@@ -120,13 +120,6 @@ def _to_rgb8(image, original) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
 
 
-def is_image_name(path: str | os.PathLike) -> bool:
-    """Whether ``path``'s extension is one Pillow writes (it may still refuse to write that format)."""
-    from PIL import Image
-
-    return Path(path).suffix.lower() in Image.registered_extensions()
-
-
 @functools.cache
 def _writable(ext: str) -> str | None:
     """The Pillow format that really writes an RGB picture with extension ``ext``, or None: some formats are

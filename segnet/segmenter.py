@@ -169,9 +169,8 @@ class Segmenter:
         backend running on CUDA). Only what ``backends/fused.py`` repeats exactly can move."""
         if mode == "off":
             return False
-        fuse: Any = getattr(self.backend, "fuse", None)
-        reason = self._cannot_fuse(fuse)
-        if reason is None and mode == "auto" and not getattr(self.backend, "on_cuda", False):
+        reason = self._cannot_fuse()
+        if reason is None and mode == "auto" and not self.backend.on_cuda:
             return False  # on the CPU numpy does the same work, in the worker threads or processes
         if reason is not None or self.input_size is None:
             if mode == "on":
@@ -182,16 +181,17 @@ class Segmenter:
 
         f = self.format
         w, h = self.input_size
-        fuse(FusedSpec(w, h, f.mean, f.std, bool(f.bgr), self.input_layout, self.num_classes, self.ignore_index))
-        if getattr(self.backend, "on_cuda", False):
+        self.backend.fuse(FusedSpec(w, h, f.mean, f.std, bool(f.bgr), self.input_layout, self.num_classes,
+                                    self.ignore_index))
+        if self.backend.on_cuda:
             # cuDNN chooses its convolution algorithms, and the CUDA graph is captured, on the first run of a
             # shape: do that while loading, for a full batch of images of the network's size
             self.backend.infer_images(np.zeros((self.batch_size, h, w, 3), np.uint8))
         return True
 
-    def _cannot_fuse(self, fuse) -> str | None:
+    def _cannot_fuse(self) -> str | None:
         f = self.format
-        if fuse is None:
+        if not self.backend.can_fuse:
             return f"{self.backend.description} cannot run pre-processing inside the graph"
         if self.input_size is None:
             return f"the model's input size is symbolic (give {option('input_size', '512x256')})"
@@ -223,7 +223,7 @@ class Segmenter:
         if known is None:
             w, h = self.input_size or (self.format.size_multiple * 2,) * 2
             blank = self.prepare(np.zeros((h, w, 3), np.uint8))
-            known = self.infer_batch([blank.tensor])[0].shape[0]
+            known = self.infer_maps([blank.tensor])[0][0].shape[0]
         else:
             known += self.format.scores == "sigmoid"
         if not 1 <= known <= 256:
@@ -246,15 +246,11 @@ class Segmenter:
         where = ", pre-processing and class map in the graph" if self.fused else ""
         return f"{self.backend.description}{where}"
 
-    def infer_batch(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
-        """Network inputs -> their scores ``[C, h, w]``, ``batch_size`` per backend call (inputs of
-        different sizes, from symbolic-size models, run one by one)."""
-        return [scores for scores, _ in self.infer_maps(tensors)]
-
     def infer_maps(self, tensors: list[np.ndarray] | np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Network inputs (``prepare(image).tensor``, or several stacked in one array) -> ``(scores [C, h, w],
-        class map)`` each; the class map is None unless the graph made it (``fused``), and ``finish`` then
-        makes it."""
+        """The one batched inference call: network inputs (``prepare(image).tensor``, or several stacked in
+        one array) -> ``(scores [C, h, w], class map)`` each, ``batch_size`` per backend call (inputs of
+        different sizes, from symbolic-size models, run one by one); the class map is None unless the graph
+        made it (``fused``), and ``finish`` then makes it."""
         out: list[tuple[np.ndarray, np.ndarray | None]] = []
         stacked = isinstance(tensors, np.ndarray)  # already one array: its slices need no copy
         step = self.batch_size if stacked or len({t.shape for t in tensors}) == 1 else 1
@@ -281,10 +277,6 @@ class Segmenter:
         if self.format.scores == "sigmoid":
             scores = with_background(scores, self.format.threshold)
         return scores
-
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """One network input -> raw scores ``[C, h, w]``."""
-        return self.infer_batch([tensor])[0]
 
     def prepare(self, image) -> Prepared:
         """An image (path, PIL, array) -> network input; safe to run in worker threads. With the

@@ -188,16 +188,6 @@ def read_json(path: str | os.PathLike, what: str = "data") -> object:
 
 
 @contextlib.contextmanager
-def writing(path: str | os.PathLike) -> Iterator[None]:
-    """OSErrors of the block (a full disk, a writer that reports ENOSPC its own way) become one-line
-    SegnetErrors naming ``path``: for writers that write a temporary file themselves (a video muxer)."""
-    try:
-        yield
-    except OSError as exc:
-        raise SegnetError(f"cannot write {path}: {describe_os_error(exc)}") from None
-
-
-@contextlib.contextmanager
 def locked(path: str | os.PathLike, what: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the inter-process file lock ``path`` for the block. ``on_wait()`` runs once when another process
     holds it; waiting is limited by ``SEGNET_LOCK_TIMEOUT``. A lock that cannot be taken (a directory in its

@@ -44,7 +44,8 @@ def test_the_command_prints_a_table_and_writes_json(tmp_path):
     net = models.write_network(tmp_path / "net", models.pooling_model, num_classes=5, width=160, height=96)
     out = tmp_path / "bench.json"
     proc = run_cli("--model", net, "--images", IMAGES / "city_[01].jpg", "--image-size", "320x160", "--repeat", "2",
-                   "--batch-size", "2", "--network-runs", "3", "--processes", "0", "--compare", "--json", out,
+                   "--batch-size", "2", "--network-runs", "3", "--processes", "0", "--compare", "processes=2",
+                   "--json-file", out,
                    prog="segnet-bench")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
@@ -59,7 +60,19 @@ def test_the_command_prints_a_table_and_writes_json(tmp_path):
     assert b["gap"] == pytest.approx(b["bound_images_per_s"] / report["pipelined"]["images_per_s"])
     assert f"bound: {b['cores']} cores / {b['cpu_ms_per_image_stages']:.1f} ms" in proc.stdout
     assert f"{b['gap']:.2f}x below the bound" in proc.stdout
-    assert report["other"]["kind"] == "processes" and "worker processes:" in proc.stdout
+    assert report["other"]["kind"] == "processes" and report["other"]["workers"] == 2
+    assert "processes=2: the same with 2 worker processes" in proc.stdout
+
+
+def test_json_prints_the_report_as_one_object_and_compare_takes_another_precision(tmp_path):
+    net = models.write_network(tmp_path / "net", models.pooling_model, num_classes=5, width=160, height=96)
+    proc = run_cli("--model", net, "--backend", "onnxruntime", "--images", IMAGES / "city_0.jpg", "--repeat", "2",
+                   "--network-runs", "2", "--processes", "0", "--engine-cache", tmp_path / "cache",
+                   "--compare", "precision=fp16", "--json", prog="segnet-bench")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # stdout is the JSON object alone
+    assert report["other"]["options"] == "precision=fp16" and "fp16" in report["other"]["backend"].lower()
+    assert report["images"] == 2
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):

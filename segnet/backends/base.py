@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import SegnetError, UsageError, option
+
+if TYPE_CHECKING:
+    from .fused import FusedSpec
 
 
 @dataclass(frozen=True)
@@ -25,12 +28,19 @@ class TensorInfo:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What the segmenter needs from an inference engine."""
+    """Everything the segmenter uses of an inference engine."""
 
     #: short name shown to the user, e.g. ``"onnxruntime (CPUExecutionProvider)"``
     description: str
     input: TensorInfo
     output: TensorInfo
+    #: it can run pre-processing and the class map inside the network's graph (``fuse``, ``infer_images``)
+    can_fuse: bool
+
+    @property
+    def on_cuda(self) -> bool:
+        """It runs on a CUDA device (where fusing pays: ``fuse='auto'``)."""
+        ...
 
     def __enter__(self) -> Backend: ...
 
@@ -38,6 +48,14 @@ class Backend(Protocol):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """``batch``: float32 ``[N, 3, H, W]`` -> float32 scores ``[N, C, gh, gw]``."""
+        ...
+
+    def fuse(self, spec: FusedSpec) -> None:
+        """From now on run ``spec``'s pre-processing and class map with the network (``can_fuse`` only)."""
+        ...
+
+    def infer_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """After ``fuse``: uint8 images ``[N, H, W, 3]`` -> (class maps uint8 ``[N, gh, gw]``, scores)."""
         ...
 
 

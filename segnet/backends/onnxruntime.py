@@ -4,13 +4,14 @@
 On the CUDA provider the segmenter fuses pre-processing and the class map into the graph (``fuse``,
 ``backends/fused.py``) and ``infer_images`` runs it: the uint8 images are copied into device buffers bound
 to the session (I/O binding), the stretch indices stay on the device, and each batch shape's run is
-captured once as a CUDA graph and then replayed. ``CUDA_PROVIDER_OPTIONS``, ``CUDA_GRAPHS`` and
-``IO_BINDING`` hold the settings measured best on the GPU machine (BENCHMARKS.md, issue 16).
+captured once as a CUDA graph and then replayed. ``CudaSettings()`` holds the settings measured best on the
+GPU machine (BENCHMARKS.md, issue 16); a caller measuring others passes its own (``cuda=``).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,17 @@ CUDA_PROVIDER_OPTIONS: dict[str, str] = {
     "cudnn_conv_use_max_workspace": "1",
     "prefer_nhwc": "1",
 }
-#: Fused runs on CUDA are captured as a CUDA graph per batch shape, then replayed (through bound buffers).
-CUDA_GRAPHS = True
-#: Bound device buffers without CUDA graphs (measured no faster than ``session.run`` with host arrays).
-IO_BINDING = False
+
+
+@dataclass(frozen=True)
+class CudaSettings:
+    """How the CUDA provider runs: its provider options; whether fused runs are captured as a CUDA graph
+    per batch shape and then replayed (through bound buffers); whether bound device buffers are used
+    without graphs (measured no faster than ``session.run`` with host arrays)."""
+
+    provider_options: tuple[tuple[str, str], ...] = tuple(CUDA_PROVIDER_OPTIONS.items())
+    graphs: bool = True
+    io_binding: bool = False
 #: Batch shapes (images, height, width) that keep bound device buffers (and a CUDA graph); others run plain.
 MAX_BOUND_SHAPES = 8
 
@@ -41,10 +49,13 @@ MAX_BOUND_SHAPES = 8
 class OnnxRuntimeBackend:
     """Runs an ONNX model with onnxruntime; ``infer`` maps ``[N,3,H,W]`` to ``[N,C,gh,gw]`` scores."""
 
+    can_fuse = True
+
     def __init__(self, model_path: str | Path, input_blob: str | None = None, output_blob: str | None = None,
                  providers: list[str] | None = None, batch_size: int = 1, threads: int = 0, precision: str = "fp32",
-                 cache: str | Path | None = None):
+                 cache: str | Path | None = None, cuda: CudaSettings | None = None):
         self.model_path = Path(model_path)
+        self.cuda_settings = cuda or CudaSettings()
         self.precision = precision  # "fp16": the checked FP16 copy, made in ``cache`` (see cache_dir.cache_dir)
         self.cache = cache
         self.input_blob = input_blob
@@ -100,7 +111,7 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = self.threads
         providers: list = list(self.providers or _default_providers(ort))
         if "CUDAExecutionProvider" in providers:
-            cuda = dict(CUDA_PROVIDER_OPTIONS, **({"enable_cuda_graph": "1"} if graphs else {}))
+            cuda = dict(self.cuda_settings.provider_options, **({"enable_cuda_graph": "1"} if graphs else {}))
             providers[providers.index("CUDAExecutionProvider")] = ("CUDAExecutionProvider", cuda)
         return ort.InferenceSession(model, options, providers=providers)
 
@@ -134,7 +145,7 @@ class OnnxRuntimeBackend:
         try:
             model = fused_model(onnx.load(str(self._source)), self.input.name, self.output.name, spec)
             serialized = model.SerializeToString()
-            graphs = CUDA_GRAPHS and self.on_cuda
+            graphs = self.cuda_settings.graphs and self.on_cuda
             try:
                 session = self._session(serialized, graphs)
             except Exception:
@@ -161,7 +172,7 @@ class OnnxRuntimeBackend:
         if key not in self._indices:
             self._indices[key] = fused_indices(h, w, self.fused)
         rows, cols = self._indices[key]
-        if (self._graphs or IO_BINDING) and self.on_cuda and None not in self.output.shape[1:]:
+        if (self._graphs or self.cuda_settings.io_binding) and self.on_cuda and None not in self.output.shape[1:]:
             bound = self._bound.get((n, h, w))
             if bound is None and len(self._bound) < MAX_BOUND_SHAPES:
                 bound = self._bound[(n, h, w)] = _Bound(self, images.shape, rows, cols, len(self._bound))

@@ -8,8 +8,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from ..options import Options
 from ..run.inputs import expand_inputs
-from .common import Parser, add_options, add_verbosity, configure_output, entry_points, options_from
+from .common import Parser, add_options, add_verbosity, compared_options, configure_output, entry_points, options_from
 
 PROG = "segnet-bench"
 DESCRIPTION = """\
@@ -17,14 +18,16 @@ Where the time goes, and what the pipeline buys. In one run, on the same images 
 sequential loop (decode, pre-process, inference, class map, colorize, encode, one image after another) and
 the pipelined runner of segnet-console (worker threads or processes, batches). Prints per-stage milliseconds
 per image, images/s for both and the network alone; then the CPU time per image of each stage, the cores,
-the bound they imply (cores / CPU ms per image) and how far the pipelined run is below it. Can write
-everything as JSON.
+the bound they imply (cores / CPU ms per image) and how far the pipelined run is below it. --json prints
+everything as one JSON object instead; --json-file also writes it to a file.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-               epilog="example:\n  segnet-bench --images 'data/images/city_*.jpg' --repeat 4 --json bench.json\n"
+               epilog="examples:\n  segnet-bench --images 'data/images/city_*.jpg' --repeat 4 --json-file bench.json\n"
+               "  segnet-bench --compare processes=0        worker threads against the default, in one run\n"
+               "  segnet-bench --compare precision=fp16     another precision, in one run\n"
                "\nnetworks: segnet-download-models --list")
     p.add_argument("--images", default=None, help="a directory or quoted glob of images (default: the bundled "
                    "street images, data/images/city_*.jpg, in a source checkout)")
@@ -34,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="jpg", help="output format of the encode stage (default jpg)")
     p.add_argument("--network-runs", type=int, default=20, help="timed inference calls for the network-only "
                    "figure (default 20)")
-    p.add_argument("--compare", action="store_true", help="also run the pipelined runner with the other kind "
-                   "of workers (threads if it used processes, processes if threads), in the same run")
-    p.add_argument("--json", metavar="PATH", help="also write the results here")
+    p.add_argument("--compare", metavar="OTHER", help="also run the pipelined runner with these options, in the "
+                   "same run: NAME=VALUE joined by ',' (backend and run options: processes=0 for threads, "
+                   "precision=fp16, batch_size=8, ...)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    p.add_argument("--json-file", metavar="PATH", help="also write the results here as JSON")
     add_options(p, "network", "backend", "format", "draw", "run")
     add_verbosity(p)
     return p
@@ -71,18 +76,21 @@ def run(args: argparse.Namespace) -> int:
 
     configure_output(args.quiet, args.verbose)
     options = options_from(args)
+    compare = None
+    if args.compare is not None:
+        compare = Options.create(options, **compared_options(args.compare, "backend", "run"))
     for name in ("repeat", "network_runs"):
         if getattr(args, name) < 1:
             raise OptionError(name, getattr(args, name), "give a whole number of 1 or more")
     with tempfile.TemporaryDirectory(prefix="segnet-bench-") as scratch:
         paths = _images(args.images, args.image_size, Path(scratch)) * args.repeat
         report = benchmark(paths, options, Path(scratch), fmt=args.format, network_runs=args.network_runs,
-                           image_size=args.image_size, compare=args.compare)
-    print(format_report(report))
-    if args.json:
+                           image_size=args.image_size, compare=compare, compare_label=args.compare or "")
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    if args.json_file:
         from ..util import atomic_write
 
-        atomic_write(args.json, (json.dumps(report, indent=1) + "\n").encode())
+        atomic_write(args.json_file, (json.dumps(report, indent=1) + "\n").encode())
     return 0
 
 

@@ -186,3 +186,18 @@ def _stop_on_sigterm():
         raise _Terminated()
 
     return signal.signal(signal.SIGTERM, stop)
+
+
+def compared_options(text: str, *groups: str) -> dict:
+    """``--compare OTHER``, one meaning in every command: run a second time with the options OTHER changes,
+    ``"backend=onnxruntime,precision=fp16"`` -> ``{"backend": ..., "precision": ...}``, names from ``groups``."""
+    allowed = [f.name for group in groups for f in option_fields(group)]
+    given = {}
+    for part in text.split(","):
+        name, equals, value = part.strip().partition("=")
+        name = name.strip().replace("-", "_")
+        if not equals or not value.strip() or name not in allowed:
+            raise UsageError(f"--compare {text}: give options as NAME=VALUE joined by ',' (e.g. precision=fp16 or "
+                             f"backend=onnxruntime,precision=fp16); the names are {', '.join(allowed)}")
+        given[name] = value.strip()
+    return given

@@ -7,8 +7,8 @@ import argparse
 import json
 
 from ..errors import UsageError
-from ..options import Options, option_fields
-from .common import Parser, add_options, add_verbosity, configure_output, entry_points, options_from
+from ..options import Options
+from .common import Parser, add_options, add_verbosity, compared_options, configure_output, entry_points, options_from
 
 PROG = "segnet-eval"
 
@@ -41,21 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def compared_options(text: str) -> dict:
-    """``"backend=onnxruntime,precision=fp16"`` -> the options it changes (backend options only)."""
-    allowed = [f.name for f in option_fields("backend")]
-    given = {}
-    for part in text.split(","):
-        name, equals, value = part.strip().partition("=")
-        name = name.strip().replace("-", "_")
-        if not equals or not value.strip() or name not in allowed:
-            raise UsageError(f"--compare {text}: give backend options as NAME=VALUE joined by ',' (e.g. "
-                             f"precision=fp16 or backend=onnxruntime,precision=fp16); the names are "
-                             f"{', '.join(allowed)}")
-        given[name] = value.strip()
-    return given
-
-
 def run(args: argparse.Namespace) -> int:
     from ..segmenter import Segmenter
 
@@ -64,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give the folder of labels (or --compare OTHER to compare two runs without labels)")
     options = options_from(args, ignore_class=None)
     if args.compare is not None:
-        return compare(args, options, Options.create(options, **compared_options(args.compare)))
+        return compare(args, options, Options.create(options, **compared_options(args.compare, "backend")))
     from ..evaluation import evaluate
 
     with Segmenter(options=options) as segmenter:

@@ -16,5 +16,5 @@ from .loop import Runner, run
 from .outputs import FrameOutput, register_output
 
 __all__ = ["Event", "Finished", "Frame", "FrameOutput", "FrameReader", "ImageDone", "ImageFailed", "InputKind",
-           "Opened", "Runner", "SourceEnded", "Started", "Summary", "inputs", "outputs", "register_input", "register_output",
-           "run"]
+           "Opened", "Runner", "SourceEnded", "Started", "Summary", "inputs", "outputs", "register_input",
+           "register_output", "run"]

@@ -137,8 +137,8 @@ def test_same_run_twice_is_said(constant_net, folder):
 
 
 @pytest.mark.parametrize("args, code, words", [
-    (["--compare", "alpha=3"], 2, "--compare alpha=3: give backend options as NAME=VALUE"),
-    (["--compare", "precision"], 2, "--compare precision: give backend options as NAME=VALUE"),
+    (["--compare", "alpha=3"], 2, "--compare alpha=3: give options as NAME=VALUE"),
+    (["--compare", "precision"], 2, "--compare precision: give options as NAME=VALUE"),
     (["--compare", "precision=fp64"], 2, "--precision fp64: choose fp16 or fp32"),
     ([], 2, "give the folder of labels (or --compare OTHER to compare two runs without labels)"),
 ])

@@ -13,8 +13,20 @@ from segnet import Segmenter
 from segnet.colorize import Drawing, draw
 from segnet.errors import UsageError
 from segnet.image_io import read_image
-from segnet.run import (Finished, Frame, ImageDone, InputKind, Opened, SourceEnded, Started, inputs, outputs,
-                        register_input, register_output, run)
+from segnet.run import (
+    Finished,
+    Frame,
+    ImageDone,
+    InputKind,
+    Opened,
+    SourceEnded,
+    Started,
+    inputs,
+    outputs,
+    register_input,
+    register_output,
+    run,
+)
 from tests.support import models
 
 WIDTH, HEIGHT = 96, 64

@@ -106,6 +106,16 @@ class TensorRTBackend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.runner.infer(batch)
 
+    #: the engine takes the network's float input; pre-processing stays with the segmenter
+    can_fuse = False
+    on_cuda = True
+
+    def fuse(self, spec) -> None:
+        raise SegnetError("the TensorRT backend runs the network's own graph; pre-processing is not fused")
+
+    def infer_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise SegnetError("the TensorRT backend runs the network's own graph; pre-processing is not fused")
+
     def _open(self, trt) -> None:
         from .cuda import open_cuda
 

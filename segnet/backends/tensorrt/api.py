@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'segnet[tensorrt]'"
 INSTALL_RTX = "pip install 'segnet[tensorrt-rtx]'"
-FLAVOURS = ("tensorrt", "tensorrt_rtx")
 #: The oldest release of each flavour segnet's code is written for.
 MINIMUM = {"tensorrt": (10,), "tensorrt_rtx": (1, 7)}
 
