@@ -251,6 +251,10 @@ class Segmenter:
         one array) -> ``(scores [C, h, w], class map)`` each, ``batch_size`` per backend call (inputs of
         different sizes, from symbolic-size models, run one by one); the class map is None unless the graph
         made it (``fused``), and ``finish`` then makes it."""
+        backend = self.backend
+        if backend is None:
+            raise SegnetError(f"this Segmenter of {self.name} is closed (close() was called, or its with block "
+                              "ended): make a new one")
         out: list[tuple[np.ndarray, np.ndarray | None]] = []
         stacked = isinstance(tensors, np.ndarray)  # already one array: its slices need no copy
         step = self.batch_size if stacked or len({t.shape for t in tensors}) == 1 else 1
@@ -259,9 +263,9 @@ class Segmenter:
             batch = chunk if stacked else np.stack(chunk) if len(chunk) > 1 else chunk[0][None]
             maps: Any = None
             if self.fused:
-                maps, scores = self.backend.infer_images(batch)
+                maps, scores = backend.infer_images(batch)
             else:
-                scores = self.backend.infer(batch)
+                scores = backend.infer(batch)
             if scores.ndim != 4 or scores.shape[0] != len(chunk):
                 raise SegnetError(f"{self._describe()} returned scores of shape {list(scores.shape)}, "
                                   f"expected [{len(chunk)}, classes, grid height, grid width]")

@@ -72,3 +72,13 @@ def test_bad_arguments_raise_library_errors_in_the_library_s_words(pooling_net):
         Segmenter(model=pooling_net, precison="fp32")
     with Segmenter(model=pooling_net) as net, pytest.raises(SegnetError, match="uint8 RGB"):
         net(np.zeros((4, 4), np.float32))
+
+
+def test_a_closed_segmenter_says_so_in_one_line(pooling_net):
+    segmenter = Segmenter(model=pooling_net)
+    segmenter(IMAGES / "city_0.jpg")
+    segmenter.close()
+    for use in (lambda: segmenter(IMAGES / "city_0.jpg"), lambda: segmenter.segment_batch([IMAGES / "city_0.jpg"])):
+        with pytest.raises(SegnetError, match=r"this Segmenter of .* is closed .*: make a new one"):
+            use()
+    segmenter.close()  # closing twice is fine

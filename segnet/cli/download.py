@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from ..errors import SegnetError, UsageError
-from ..zoo.registry import NETWORKS, NetworkInfo, find_network, is_installed, models_dir, network_dir
+from ..zoo import select
+from ..zoo.registry import NETWORKS, find_network, is_installed, models_dir, network_dir
 from .common import Parser, add_verbosity, configure_output, entry_points, error_line
 
 PROG = "segnet-download-models"
@@ -63,25 +64,15 @@ def _run(args) -> int:
     return _download(args, root)
 
 
-def _networks(names: list[str]) -> list[NetworkInfo]:
-    """The records for ``names`` (all resolved before any work starts), without duplicates."""
-    return list({info.name: info for info in map(find_network, names)}.values())
-
-
 def _download(args, root: Path) -> int:
-    from ..zoo.download import candidate_urls, install
+    from ..zoo.download import install
 
     if args.all:
-        networks = []
-        for info in NETWORKS:
-            if candidate_urls(info):
-                networks.append(info)
-            elif info.ships_with_segnet:
-                log.info(f"skipping {info.name}: it ships with segnet")
-            else:
-                log.info(f"skipping {info.name}: no download URL (install it with --archive FILE {info.name})")
+        networks, left = select.downloadable()
+        for info, why in left:
+            log.info(f"skipping {info.name}: {why}")
     else:
-        networks = _networks(args.names)
+        networks = select.networks_named(args.names)
     failed = 0
     for info in networks:
         if info.ships_with_segnet and not args.force:
@@ -109,7 +100,7 @@ def _install_archive(args, root: Path) -> int:
     if args.names:
         info = find_network(args.names[0])
     else:
-        info = _network_for_archive(archive)
+        info = select.network_for_archive(archive)
     if not archive.is_file():
         raise UsageError(f"--archive: no such file: {archive}")
     if is_installed(info, root) and not args.force:
@@ -119,26 +110,13 @@ def _install_archive(args, root: Path) -> int:
     return 0
 
 
-def _network_for_archive(archive: Path) -> NetworkInfo:
-    """The network whose archive file name ``archive`` has (``<Archive>.tar.gz``)."""
-    stem = archive.name
-    for suffix in (".tar.gz", ".tgz", ".gz"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    for info in NETWORKS:
-        if info.archive.lower() == stem.lower():
-            return info
-    raise UsageError(f"cannot tell which network {archive.name} holds; name it: --archive FILE NAME")
-
-
 def _verify(args, root: Path) -> int:
     from ..zoo.download import verify
 
     if args.names:
-        networks = _networks(args.names)
+        networks = select.networks_named(args.names)
     else:
-        networks = [info for info in NETWORKS if (root / info.name).is_dir() or info.ships_with_segnet]
+        networks = select.present(root)
         if not networks:
             log.info(f"no networks installed in {root}")
             return 0
@@ -159,13 +137,7 @@ def _list(root: Path) -> None:
     aliases = {}
     notes: list[str] = []
     for info in NETWORKS:
-        folder = network_dir(info, root)
-        if is_installed(info, root):
-            status = f"{'ships with segnet' if info.ships_with_segnet else 'installed'} ({_size(folder)})"
-        elif folder.is_dir():
-            status = "incomplete"
-        else:
-            status = "not installed"
+        status = select.status(info, root)
         accuracy = f"{info.accuracy:.1%}" if info.accuracy is not None else "-"
         if info.accuracy_measured:
             accuracy += "*"
@@ -184,15 +156,6 @@ def _list(root: Path) -> None:
     for note in notes:
         print(note)
     print("a network's classes and colours: segnet-console --network NAME --legend legend.png")
-
-
-def _size(folder: Path) -> str:
-    total = float(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()))
-    for unit in ("B", "KiB", "MiB"):
-        if total < 1024:
-            return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
-        total /= 1024
-    return f"{total:.1f} GiB"
 
 
 main, console = entry_points(PROG, _parser, _run)

@@ -1,5 +1,6 @@
 """The model zoo: the typed registry of pretrained networks (``registry``), downloading and installing
-them (``download``), and turning the network options into files (``resolve``)."""
+them (``download``), which networks a command works on (``select``), and turning the network options into
+files (``resolve``)."""
 
 from .registry import DEFAULT_NETWORK, NETWORKS, NetworkInfo, find_network, is_installed, models_dir
 
