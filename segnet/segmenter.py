@@ -108,7 +108,11 @@ class Segmenter:
     Use it as a context manager (or call ``close()``) to free the backend.
     """
 
-    def __init__(self, network: str | None = None, options: Options | None = None, **given: Any):
+    #: Runs of fewer images than this start quickly on a GPU (no exhaustive algorithm search, no CUDA graphs)
+    QUICK_START_BELOW = 64
+
+    def __init__(self, network: str | None = None, options: Options | None = None, *,
+                 expected_images: int | None = None, **given: Any):
         if network is not None:
             given["network"] = network
         self.options = options = Options.create(options, **given)
@@ -124,7 +128,9 @@ class Segmenter:
         raw_colors = label_files.read_class_colors(self.files.colors) if self.files.colors else sidecar.get("colors")
         input_blob = options.input_blob or sidecar.get("input_blob")
         output_blob = options.output_blob or sidecar.get("output_blob")
-        self.backend = open_backend(self.files.model, options, input_blob, output_blob)
+        # a known small amount of work: start fast rather than tune for a long run (issue 20)
+        quick = expected_images is not None and expected_images < self.QUICK_START_BELOW
+        self.backend = open_backend(self.files.model, options, input_blob, output_blob, quick_start=quick)
         self.backend.__enter__()
         try:
             shape = self.backend.input.shape
@@ -183,10 +189,6 @@ class Segmenter:
         w, h = self.input_size
         self.backend.fuse(FusedSpec(w, h, f.mean, f.std, bool(f.bgr), self.input_layout, self.num_classes,
                                     self.ignore_index))
-        if self.backend.on_cuda:
-            # cuDNN chooses its convolution algorithms, and the CUDA graph is captured, on the first run of a
-            # shape: do that while loading, for a full batch of images of the network's size
-            self.backend.infer_images(np.zeros((self.batch_size, h, w, 3), np.uint8))
         return True
 
     def _cannot_fuse(self) -> str | None:

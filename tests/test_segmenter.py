@@ -82,3 +82,15 @@ def test_a_closed_segmenter_says_so_in_one_line(pooling_net):
         with pytest.raises(SegnetError, match=r"this Segmenter of .* is closed .*: make a new one"):
             use()
     segmenter.close()  # closing twice is fine
+
+
+def test_a_small_run_starts_quickly_and_a_long_one_is_tuned(pooling_net):
+    """On a GPU, cuDNN's exhaustive algorithm search and CUDA-graph capture cost about a second at load
+    (issue 20): worth it for a folder, not for one image. The run loop says how many images are coming."""
+    with Segmenter(model=pooling_net, backend="onnxruntime", expected_images=1) as quick, \
+            Segmenter(model=pooling_net, backend="onnxruntime", expected_images=500) as long, \
+            Segmenter(model=pooling_net, backend="onnxruntime") as unknown:
+        settings = [s.backend.cuda_settings for s in (quick, long, unknown)]
+    search = [dict(s.provider_options)["cudnn_conv_algo_search"] for s in settings]
+    assert search == ["HEURISTIC", "EXHAUSTIVE", "EXHAUSTIVE"]
+    assert [(s.graphs, s.warm_up) for s in settings] == [(False, False), (True, True), (True, True)]

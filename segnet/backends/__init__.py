@@ -17,7 +17,7 @@ _auto_fallback: str | None = None
 
 
 def open_backend(model_path: str | Path, options: Options | None = None, input_blob: str | None = None,
-                 output_blob: str | None = None) -> Backend:
+                 output_blob: str | None = None, quick_start: bool = False) -> Backend:
     """An unopened backend for the model, as ``options.backend`` says (use it as a context manager).
 
     ``tensorrt`` never falls back: it fails with a one-line error saying what to install. ``auto`` uses
@@ -25,11 +25,13 @@ def open_backend(model_path: str | Path, options: Options | None = None, input_b
     otherwise onnxruntime; when TensorRT is missing or fails to build or load the engine, one status line says
     why, once per process. onnxruntime runs the model as it is, or with ``backend='onnxruntime'`` and
     ``precision='fp16'`` its checked FP16 copy (the one TensorRT 11 and TensorRT-RTX build from).
+    ``quick_start``: the work is too small to pay for cuDNN's exhaustive algorithm search and CUDA-graph
+    capture on onnxruntime's CUDA provider (about a second on the GPU machine; BENCHMARKS.md, issue 20).
     """
     options = options or Options()
     if options.backend == "onnxruntime":
-        return _onnxruntime(model_path, input_blob, output_blob, options, options.precision or "fp32")
-    onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options, "fp32")
+        return _onnxruntime(model_path, input_blob, output_blob, options, options.precision or "fp32", quick_start)
+    onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options, "fp32", quick_start)
     from .tensorrt import TensorRTBackend, unusable_reason
 
     reason = _auto_fallback if options.backend == "auto" else None
@@ -78,11 +80,13 @@ def _fall_back(reason: str) -> None:
         _auto_fallback = reason
 
 
-def _onnxruntime(model_path, input_blob, output_blob, options: Options, precision: str) -> Backend:
-    from .onnxruntime import OnnxRuntimeBackend
+def _onnxruntime(model_path, input_blob, output_blob, options: Options, precision: str,
+                 quick_start: bool = False) -> Backend:
+    from .onnxruntime import OnnxRuntimeBackend, quick_start_settings
 
     return OnnxRuntimeBackend(model_path, input_blob, output_blob, batch_size=options.batch_size,
-                              threads=options.threads, precision=precision, cache=options.engine_cache)
+                              threads=options.threads, precision=precision, cache=options.engine_cache,
+                              cuda=quick_start_settings() if quick_start else None)
 
 
 def _tensorrt(backend, model_path, input_blob, output_blob, options: Options) -> Backend:

@@ -42,6 +42,14 @@ class CudaSettings:
     provider_options: tuple[tuple[str, str], ...] = tuple(CUDA_PROVIDER_OPTIONS.items())
     graphs: bool = True
     io_binding: bool = False
+    warm_up: bool = True  # run a full batch while loading (the segmenter), so the search and capture happen then
+
+
+def quick_start_settings() -> CudaSettings:
+    """For work too small to pay for the exhaustive search (about a second per shape on the GPU machine) and the
+    graph capture: cuDNN's heuristic choice, no graphs, no warm-up run."""
+    options = {**CUDA_PROVIDER_OPTIONS, "cudnn_conv_algo_search": "HEURISTIC"}
+    return CudaSettings(tuple(options.items()), graphs=False, warm_up=False)
 #: Batch shapes (images, height, width) that keep bound device buffers (and a CUDA graph); others run plain.
 MAX_BOUND_SHAPES = 8
 
@@ -161,6 +169,10 @@ class OnnxRuntimeBackend:
                               f"{_first_line(exc)}") from None
         self.fused, self._graphs = spec, graphs
         self._bound = {}
+        if self.on_cuda and self.cuda_settings.warm_up:
+            # cuDNN chooses its convolution algorithms, and the CUDA graph is captured, on the first run of a
+            # shape: do that while loading, for a full batch of images of the network's size
+            self.infer_images(np.zeros((self.batch_size, spec.height, spec.width, 3), np.uint8))
 
     def infer_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``images`` uint8 ``[N, H, W, 3]`` RGB -> (class maps uint8 ``[N, gh, gw]``, scores float32

@@ -66,7 +66,7 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
             return Runner(segmenter, feed, options, emit, log_file, processes).run()
         from ..segmenter import Segmenter
 
-        with Segmenter(options=options) as loaded:
+        with Segmenter(options=options, expected_images=feed.total) as loaded:
             return Runner(loaded, feed, options, emit, log_file, processes).run()
     finally:
         if log_file is not None:
