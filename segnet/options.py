@@ -61,6 +61,7 @@ def limit(variable: str) -> float | None:
     return value
 
 VISUALIZE_MODES = ("overlay", "mask", "classes")
+CODEC_MODES = ("auto", "cpu", "gpu")
 FILTER_MODES = ("point", "linear")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 TENSORRT_FLAVOURS = ("auto", "tensorrt", "tensorrt_rtx")
@@ -314,6 +315,10 @@ class Options:
     # how many images run
     workers: int = _option(min(4, cores()), integer(1, 1024), "threads that decode, draw and encode while the "
                            "network runs (default: min(4, cores))", RUN, "N")
+    image_codec: str = _option("auto", choice(*CODEC_MODES), "where image files are decoded and encoded: gpu (JPEG "
+                         "through nvImageCodec, segnet[gpu], the picture drawn inside the network's graph; any "
+                         "other image goes through the CPU codecs), cpu, or auto (default: gpu when the network "
+                         "runs on CUDA with the fused graph and nvImageCodec is installed)", RUN, "WHERE")
     processes: int | None = _option(None, optional(integer(0, 1024)), "worker processes that decode, "
                                     "pre-process, draw and encode image files while this process runs the "
                                     "network (default: one per core on machines with more than 4 cores, else "
