@@ -156,7 +156,8 @@ RUN_ROLES = [
     ["segnet.run.uris"],  # what a string names
     ["segnet.run.inputs", "segnet.run.outputs"],  # the kinds of inputs and outputs, and their registries
     ["segnet.run.feeds"],  # what the loop consumes
-    ["segnet.run.planning", "segnet.run.threads", "segnet.run.processes", "segnet.run.ray"],  # plan, executors
+    ["segnet.run.planning", "segnet.run.threads", "segnet.run.processes", "segnet.run.ray",  # plan, executors
+     "segnet.run.device"],
     ["segnet.run.loop"],
     ["segnet.run"],
 ]

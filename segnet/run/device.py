@@ -1,0 +1,133 @@
+"""The device executor (issue 20): image files whose pixels stay with the GPU's codec and the network.
+
+    read + decode a batch (nvImageCodec) ─▶ network + class map + picture (the fused graph) ─▶ encode + write
+           (a worker thread)                        (this thread)                             (worker threads)
+                                                                                     ─▶ sink (in input order)
+
+JPEGs are decoded and encoded by ``gpu_codec.GpuCodec`` (any file or picture it refuses goes through the CPU
+codecs, per image), and the picture is drawn inside the fused graph (``Segmenter.draw_batch``), so this
+process's CPU only moves bytes. Batches of ``batch`` images overlap: one is decoded while the one before it
+runs through the network and the ones before that are encoded and written. The sink sees every job in
+input order, failed ones too; memory stays flat (at most ``depth`` batches in flight); on Ctrl-C queued work is
+cancelled and running writes finish (they are atomic).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from ..errors import SegnetError
+from .job import Job
+
+#: Images decoded, run and encoded together.
+BATCH = 32
+#: Batches in flight (decoding, in the network, encoding).
+DEPTH = 4
+
+
+def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, codec,
+        batch: int = BATCH, depth: int = DEPTH, writers: int = 4) -> dict:
+    """Segment every job (image files: ``job.path``; pictures to ``job.target`` or none) with ``codec``
+    decoding and encoding and the segmenter drawing (``segmenter.draw_batch``). ``sink(job)`` runs here, in
+    input order, for every job. Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``."""
+    cpu_start = time.process_time()
+    chunks = _chunks(iter(jobs), batch)
+    reader = ThreadPoolExecutor(1, thread_name_prefix="segnet-decode")
+    writer = ThreadPoolExecutor(max(1, writers), thread_name_prefix="segnet-encode")
+    decoding: deque[tuple[list[Job], Future]] = deque()
+    writing: deque[tuple[list[Job], Future | None]] = deque()
+
+    def fill():
+        while len(decoding) < depth:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return
+            decoding.append((chunk, reader.submit(_decode, codec, chunk)))
+
+    def drain(limit: int):
+        while len(writing) > limit:
+            chunk, future = writing.popleft()
+            if future is not None:
+                future.result()
+            for job in chunk:
+                if sink is not None:
+                    sink(job)
+
+    try:
+        fill()
+        while decoding:
+            chunk, future = decoding.popleft()
+            images = future.result()
+            fill()
+            _infer(segmenter, chunk, images)
+            targets = [job for job in chunk if job.error is None and job.target is not None]
+            writing.append((chunk, writer.submit(_write, codec, targets) if targets else None))
+            drain(depth)
+        drain(0)
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+    cpu = time.process_time() - cpu_start
+    return {"kind": "device", "workers": 1 + max(1, writers), "cpu_seconds": cpu, "main_cpu_seconds": cpu}
+
+
+def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
+    while True:
+        chunk = [job for _, job in zip(range(size), jobs)]
+        if not chunk:
+            return
+        yield chunk
+
+
+def _decode(codec, chunk: list[Job]) -> list[Any]:
+    """The chunk's images (uint8 ``[H, W, 3]``), or each file's SegnetError; the time shared out."""
+    start, cpu = time.perf_counter(), time.thread_time()
+    images = codec.read_images([job.path for job in chunk])
+    _share(chunk, "decode", start, cpu)
+    return images
+
+
+def _infer(segmenter, chunk: list[Job], images: list[Any]) -> None:
+    """Network, class map and picture for each decoded image, in batches of one size."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, (job, image) in enumerate(zip(chunk, images)):
+        if isinstance(image, SegnetError):
+            job.error = image
+        else:
+            by_shape.setdefault(image.shape, []).append(i)
+    for indices in by_shape.values():
+        group = [chunk[i] for i in indices]
+        start, cpu = time.perf_counter(), time.thread_time()
+        try:
+            stacked = np.stack([images[i] for i in indices])
+            for job, (result, picture) in zip(group, segmenter.draw_batch(stacked)):
+                job.result, job.picture = result, picture
+        except SegnetError as exc:
+            for job in group:
+                job.error = exc
+        _share(group, "inference", start, cpu)
+
+
+def _write(codec, jobs: list[Job]) -> None:
+    start, cpu = time.perf_counter(), time.thread_time()
+    errors = codec.write_images([job.picture for job in jobs], [job.target for job in jobs])
+    for job, error in zip(jobs, errors):
+        job.picture = None
+        if error is not None:
+            job.error = error
+    _share(jobs, "encode", start, cpu)
+
+
+def _share(jobs: list[Job], stage: str, start: float, cpu: float) -> None:
+    if not jobs:
+        return
+    wall, used = (time.perf_counter() - start) / len(jobs), (time.thread_time() - cpu) / len(jobs)
+    for job in jobs:
+        job.times[stage] = job.times.get(stage, 0.0) + wall
+        job.cpu[stage] = job.cpu.get(stage, 0.0) + used
