@@ -153,13 +153,34 @@ def image_format(path: str | Path) -> str:
     return fmt
 
 
+#: The widest and tallest picture a format's encoder takes (libjpeg's JPEG_MAX_DIMENSION, libwebp's
+#: WEBP_MAX_DIMENSION, 16-bit size fields); formats not named take what fits in memory.
+MAX_SIDE = {"JPEG": 65500, "MPO": 65500, "WEBP": 16383, "TGA": 65535, "GIF": 65535, "PCX": 65535, "SGI": 65535,
+            "MSP": 65535, "QOI": 2**31 - 1}
+
+
+def check_picture_size(path: str | Path, width: int, height: int) -> str:
+    """The format that writes ``path`` (see ``image_format``), once a ``width`` x ``height`` picture is known to
+    fit it; one that does not is a one-line SegnetError for that picture, before anything is encoded."""
+    fmt = image_format(path)
+    most = MAX_SIDE.get(fmt)
+    if most is not None and max(width, height) > most:
+        raise SegnetError(f"cannot write {path}: a {width}x{height} picture is too large for {fmt} (at most "
+                          f"{most} pixels a side); write it as .png")
+    return fmt
+
+
 def write_image(array: np.ndarray, path: str | Path) -> None:
     """Save uint8 ``[H, W, 3]`` to ``path`` in the format of its extension, atomically (``util.atomic_write``:
-    the whole picture or nothing, even on a full disk)."""
+    the whole picture or nothing, even on a full disk). A picture its format cannot hold is a one-line error."""
     from PIL import Image
 
     path = Path(path)
-    fmt = image_format(path)
+    fmt = check_picture_size(path, array.shape[1], array.shape[0])
     encoded = io.BytesIO()  # encoded in memory first: every byte then goes through the checked writer
-    Image.fromarray(array).save(encoded, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    try:
+        Image.fromarray(array).save(encoded, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    except (OSError, ValueError, OverflowError) as exc:  # an encoder's own limit (in memory: no disk involved)
+        raise SegnetError(f"cannot write {path}: the {fmt} encoder refused a {array.shape[1]}x{array.shape[0]} "
+                          f"picture ({exc}); write it as .png") from None
     atomic_write(path, encoded.getbuffer())

@@ -187,3 +187,19 @@ def test_segnet_eval_labels_get_the_decompression_bomb_guard(net, tmp_path, monk
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own limit, far exceeded: it refuses at open
     proc = run_cli("--model", net, images, labels, prog="segnet-eval")
     assert_one_line_error(proc, 1, "label is larger than 1,000 pixels", prog="segnet-eval")
+
+
+@pytest.mark.parametrize("size, out, words", [
+    ((70000, 8), "o.jpg", "a 70000x8 picture is too large for JPEG (at most 65500 pixels a side); write it as .png"),
+    ((16384, 8), "o.webp", "a 16384x8 picture is too large for WEBP (at most 16383 pixels a side); write it as .png"),
+])
+def test_a_picture_too_large_for_its_format_is_one_line_for_that_image(net, tmp_path, size, out, words):
+    source = tmp_path / "wide.png"
+    Image.new("RGB", size, (10, 20, 30)).save(source)
+    before = source.read_bytes()
+    proc = run_cli("--model", net, source, tmp_path / out)
+    line = assert_one_line_error(proc, 1)
+    assert line == f"segnet-console: error: cannot write {tmp_path / out}: {words}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["wide.png", net.name])  # no temporary file left
+    assert source.read_bytes() == before
+    assert run_cli("--model", net, source, tmp_path / "o.png").returncode == 0  # as the line says
