@@ -38,7 +38,10 @@ LIMITS: dict[str, tuple[float | None, str]] = {
     "SEGNET_MAX_ARCHIVE_BYTES": (1 << 29, "bytes of a model archive, downloaded and unpacked"),
     "SEGNET_MAX_ARCHIVE_MEMBERS": (10_000, "members (files, folders) of a model archive"),
     "SEGNET_DOWNLOAD_TRIES": (5, "tries per download URL (only errors that can change are tried again)"),
-    "SEGNET_DOWNLOAD_DEADLINE": (1800, "seconds for installing one network from all its URLs"),
+    "SEGNET_DOWNLOAD_DEADLINE": (1800, "seconds for installing one network from all its URLs; also the longest "
+                                 "wait for another process installing it"),
+    "SEGNET_DOWNLOAD_STALL": (60, "seconds a download URL may send nothing, over all its tries, before the "
+                              "next URL is tried"),
     "SEGNET_LOCK_TIMEOUT": (3600, "seconds to wait for another process's download or TensorRT engine build"),
     "SEGNET_RAY_CONNECT_TIMEOUT": (30, "seconds to reach a Ray cluster given by address"),
     "SEGNET_MAX_URL_IMAGE_BYTES": (1 << 28, "bytes of an image fetched from a URL"),
