@@ -267,9 +267,9 @@ class Options:
                            "TensorRT when it can run here, else onnxruntime)", BACKEND, "NAME")
     precision: str | None = _option(None, optional(choice(*PRECISIONS)), "fp16 or fp32 (default: fp16 on "
                                     "TensorRT, fp32 on onnxruntime)", BACKEND, "P")
-    engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines are kept (default: "
-                                        "$SEGNET_CACHE, else beside the model when writable, else the user "
-                                        "cache)", BACKEND, "DIR")
+    engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines and FP16 copies of "
+                                        "models are kept (default: $SEGNET_CACHE, else the user cache; never "
+                                        "beside the model)", BACKEND, "DIR")
     tensorrt_flavour: str = _option("auto", choice(*TENSORRT_FLAVOURS), "which TensorRT: tensorrt (10.x, 11.x) or "
                                     "tensorrt_rtx (TensorRT for RTX); default auto: TensorRT when installed, else "
                                     "TensorRT-RTX", BACKEND, "NAME")

@@ -35,7 +35,15 @@ from ..errors import SegnetError
 from ..options import limit
 from ..progress import progress
 from ..util import atomic_write, describe_os_error, file_sha256, locked, read_json
-from .registry import MODEL_FILE, NETWORK_FILES, NetworkInfo, is_installed, models_dir, network_dir
+from .registry import (
+    MODEL_FILE,
+    NETWORK_FILES,
+    SHIPPED_EXTRA_FILES,
+    NetworkInfo,
+    is_installed,
+    models_dir,
+    network_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +169,14 @@ def install(
 
 def verify(info: NetworkInfo, root: str | os.PathLike | None = None) -> list[str]:
     """What is wrong with the installed ``info`` compared with its install manifest (a network that ships
-    with segnet: with the checksums committed in the registry); empty when intact."""
+    with segnet: with the checksums committed in the registry); empty when intact. Files that are not part of
+    the network (an FP16 copy, a lock, anything a build or an older segnet left) are reported too: a wheel
+    built from the checkout would ship them."""
     if info.ships_with_segnet:
         folder = network_dir(info, models_dir(root))
         expected = dict(info.shipped_sha256)
         what = "shipped"
+        belongs = {*NETWORK_FILES, *SHIPPED_EXTRA_FILES}
     else:
         folder = models_dir(root) / info.name
         if not folder.is_dir():
@@ -175,6 +186,7 @@ def verify(info: NetworkInfo, root: str | os.PathLike | None = None) -> list[str
             return [f"{problem}; reinstall with --force to record a new one"]
         expected = {name: entry["sha256"] for name, entry in manifest["files"].items()}
         what = "installed"
+        belongs = {*NETWORK_FILES, MANIFEST_NAME}
     problems = []
     for name in NETWORK_FILES:
         path = folder / name
@@ -184,6 +196,12 @@ def verify(info: NetworkInfo, root: str | os.PathLike | None = None) -> list[str
             problems.append(f"{name} is not in the manifest")
         elif (actual := _sha256(path)) != expected[name]:
             problems.append(f"{name} was modified (sha256 {actual[:16]}, {what} {expected[name][:16]})")
+    with contextlib.suppress(OSError):
+        stray = sorted(entry.name for entry in folder.iterdir() if entry.name not in belongs)
+        if stray:
+            shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+            problems.append(f"unexpected {'file' if len(stray) == 1 else 'files'} in {folder}: {shown} (not part of "
+                            "the network; segnet keeps what it derives in the user cache: remove them)")
     return problems
 
 

@@ -339,3 +339,43 @@ def test_waiting_for_another_download_is_bounded_by_the_download_deadline(models
                           prog="segnet-download-models")
     assert proc.stderr.rstrip().endswith("or wait longer with SEGNET_DOWNLOAD_DEADLINE")
     assert server.gets("/n.tar.gz") == [] and not (models / INFO.name).exists()
+
+
+# -- nothing derived in the models folder ---------------------------------------------------------------------
+
+
+def test_a_download_leaves_only_the_network_in_the_models_folder(tmp_path, models, server, monkeypatch):
+    server.add(f"/zoo/{INFO.archive}.tar.gz", make_archive())
+    monkeypatch.setenv("SEGNET_MODEL_MIRROR", server.url("/zoo"))
+    before = tree(models)
+    proc = download_cli("--models-dir", models, INFO.name)
+    assert proc.returncode == 0, proc.stderr
+    added = sorted(set(tree(models)) - set(before))
+    assert added == sorted([INFO.name, *(f"{INFO.name}/{n}" for n in (*NETWORK_FILES, MANIFEST_NAME))])
+    assert list((tmp_path / "cache" / "segnet" / "locks").glob(f"{INFO.name}-*.lock"))  # the lock: user cache
+    assert download_cli("--models-dir", models, "--verify", INFO.name).stdout == f"{INFO.name}: ok\n"
+
+
+def test_verify_reports_files_that_are_not_part_of_a_network(models, server, monkeypatch):
+    server.add(f"/zoo/{INFO.archive}.tar.gz", make_archive())
+    monkeypatch.setenv("SEGNET_MODEL_MIRROR", server.url("/zoo"))
+    assert download_cli("--models-dir", models, INFO.name).returncode == 0
+    (models / INFO.name / "fcn_resnet18.fp16.0123456789abcdef.ort1.20.onnx").write_bytes(b"x" * 100)
+    (models / INFO.name / ".fcn_resnet18.lock").touch()
+    copy = models / SHIPPED.name  # the shipped network's files, and an FP16 copy an older segnet left
+    copy.mkdir()
+    for name in NETWORK_FILES:
+        (copy / name).symlink_to(shipped_dir() / SHIPPED.name / name)
+    (copy / "fcn_resnet18.fp16.onnx").touch()
+    before = tree(models)
+
+    proc = download_cli("--models-dir", models, "--verify", INFO.name, SHIPPED.name)
+
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"segnet-download-models: error: {INFO.name}: unexpected files in {models / INFO.name}: .fcn_resnet18.lock, "
+        "fcn_resnet18.fp16.0123456789abcdef.ort1.20.onnx (not part of the network; segnet keeps what it derives in "
+        "the user cache: remove them)",
+        f"segnet-download-models: error: {SHIPPED.name}: unexpected file in {copy}: fcn_resnet18.fp16.onnx (not "
+        "part of the network; segnet keeps what it derives in the user cache: remove them)"]
+    assert tree(models) == before  # reported, not removed
