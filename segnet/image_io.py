@@ -51,6 +51,7 @@ def open_image(source, name: str, what: str = "image") -> Iterator:
     from PIL import Image, UnidentifiedImageError
 
     most = max_image_pixels()
+    side = int(limit("SEGNET_MAX_IMAGE_SIDE") or 0)
     if Image.MAX_IMAGE_PIXELS is not None and (most is None or most > Image.MAX_IMAGE_PIXELS):
         Image.MAX_IMAGE_PIXELS = most  # the user raised the limit: Pillow's own check must not refuse first
     bomb = SegnetError(f"{name}: {what} is larger than {most or 0:,} pixels; refusing a possible decompression "
@@ -63,6 +64,10 @@ def open_image(source, name: str, what: str = "image") -> Iterator:
             width, height = image.size
             if most is not None and width * height > most:
                 raise bomb
+            if max(width, height) > side:  # a strip within the pixel limit still costs per row or column
+                longer = "wider" if width > side else "taller"
+                raise SegnetError(f"{name}: {what} is {width:,}x{height:,} pixels, {longer} than segnet reads "
+                                  f"({side:,} a side; raise the limit with SEGNET_MAX_IMAGE_SIDE)")
             image.load()
             yield image
     except UnidentifiedImageError:

@@ -35,6 +35,8 @@ LIMITS: dict[str, tuple[float | None, str]] = {
                                 "or an image's size for a model with a symbolic size)"),
     "SEGNET_MAX_IMAGE_PIXELS": (None, "pixels of one image or label (default: Pillow's decompression-bomb "
                                 "limit, PIL.Image.MAX_IMAGE_PIXELS)"),
+    "SEGNET_MAX_IMAGE_SIDE": (65_535, "width and height of one image or label, in pixels (what JPEG, TGA and "
+                              "GIF hold)"),
     "SEGNET_MAX_ARCHIVE_BYTES": (1 << 29, "bytes of a model archive, downloaded and unpacked"),
     "SEGNET_MAX_ARCHIVE_MEMBERS": (10_000, "members (files, folders) of a model archive"),
     "SEGNET_DOWNLOAD_TRIES": (5, "tries per download URL (only errors that can change are tried again)"),

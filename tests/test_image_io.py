@@ -193,7 +193,9 @@ def test_segnet_eval_labels_get_the_decompression_bomb_guard(net, tmp_path, monk
     ((70000, 8), "o.jpg", "a 70000x8 picture is too large for JPEG (at most 65500 pixels a side); write it as .png"),
     ((16384, 8), "o.webp", "a 16384x8 picture is too large for WEBP (at most 16383 pixels a side); write it as .png"),
 ])
-def test_a_picture_too_large_for_its_format_is_one_line_for_that_image(net, tmp_path, size, out, words):
+def test_a_picture_too_large_for_its_format_is_one_line_for_that_image(net, tmp_path, monkeypatch, size, out,
+                                                                       words):
+    monkeypatch.setenv("SEGNET_MAX_IMAGE_SIDE", "70000")  # read a picture JPEG cannot hold
     source = tmp_path / "wide.png"
     Image.new("RGB", size, (10, 20, 30)).save(source)
     before = source.read_bytes()
