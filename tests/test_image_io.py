@@ -8,6 +8,7 @@ input picture itself, so the written PNG shows exactly how segnet decoded the in
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
 import zlib
@@ -20,7 +21,7 @@ from segnet import image_io
 from segnet.errors import SegnetError
 from tests.conftest import IMAGES
 from tests.support.cli import assert_one_line_error, run_cli
-from tests.support.users import as_other_user, shared_folder
+from tests.support.users import as_other_user, shared_folder, warm_up
 
 
 @pytest.fixture
@@ -132,7 +133,12 @@ def test_an_image_another_user_cannot_read_says_permission_denied(tmp_path, cons
         shutil.copy(IMAGES / "humans_0.jpg", private)
         private.chmod(0o600)
 
-        result = as_other_user(lambda: vars(run_cli("--model", folder / "net", private, folder / "o.png")))
+        # the command once as this user, so that the second one needs no file of the checkout (which may be in
+        # a folder only this user can enter): everything it imports is imported before the fork
+        warm_up(lambda: run_cli("--model", folder / "net", IMAGES / "humans_0.jpg", folder / "warm.png"))
+        (folder / "warm.png").unlink()
+        result = as_other_user(lambda: vars(run_cli("--model", folder / "net", private, folder / "o.png")),
+                               needs=(folder / "net" / "fcn_resnet18.onnx",))
 
         assert result["returncode"] == 1
         errors = [line for line in result["stderr"].splitlines() if "error" in line]
@@ -140,6 +146,18 @@ def test_an_image_another_user_cannot_read_says_permission_denied(tmp_path, cons
         assert not (folder / "o.png").exists()
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_second_user_who_cannot_reach_the_test_files_skips_with_the_reason(tmp_path):
+    """From a clone in a folder only its owner may enter (tmp_path is 0700): a skip that says why, never the
+    KeyError of a result that was an exception."""
+    tmp_path.chmod(0o700)
+    with pytest.raises(pytest.skip.Exception, match=rf"the second user \(nobody\) cannot reach {tmp_path}: the "
+                                                     "checkout or its virtual environment is in a folder other"):
+        as_other_user(lambda: 1, needs=(tmp_path,))
+    with pytest.raises(pytest.fail.Exception, match="^as the second user: ValueError: bad$"):
+        as_other_user(lambda: (_ for _ in ()).throw(ValueError("bad")))
+    assert as_other_user(lambda: os.getcwd()) == "/"
 
 
 def test_an_io_error_while_reading_is_not_called_corrupt():
