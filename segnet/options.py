@@ -50,6 +50,13 @@ LIMITS: dict[str, tuple[float | None, str]] = {
 }
 
 
+def check_limits() -> None:
+    """Read every limit once: a bad ``SEGNET_*`` value is one usage error before any work, not an error per
+    image when the limit is first used (commands call this after parsing their flags)."""
+    for variable in LIMITS:
+        limit(variable)
+
+
 def limit(variable: str) -> float | None:
     """The limit ``variable`` names (a key of ``LIMITS``): the environment's positive number, else the default.
     A value that is not a positive number is a one-line UsageError, not silently ignored."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import OptionError, SegnetError, UsageError, name_options_as_flags
-from ..options import Options, option_fields
+from ..options import Options, check_limits, option_fields
 
 GROUP_TITLES = {
     "network": "network",
@@ -159,7 +159,12 @@ def entry_points(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
                  run: Callable[[argparse.Namespace], int]):
     """A command's ``main(argv) -> exit code`` (parse, run, guarded) and ``console()`` (the installed script)."""
     def main(argv: list[str] | None = None) -> int:
-        return guarded(prog, lambda args: run(build_parser().parse_args(args)), argv)
+        def parsed_and_checked(argv: list[str] | None) -> int:
+            args = build_parser().parse_args(argv)  # --help and --version work whatever the environment holds
+            check_limits()
+            return run(args)
+
+        return guarded(prog, parsed_and_checked, argv)
 
     def console() -> None:
         sys.exit(main())
