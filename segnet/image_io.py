@@ -59,7 +59,7 @@ def open_image(source, name: str, what: str = "image") -> Iterator:
     try:
         with warnings.catch_warnings():  # segnet checks the size itself, below, at its own limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image = Image.open(_without_bulk_metadata(source))
         with image:
             width, height = image.size
             if most is not None and width * height > most:
@@ -83,6 +83,56 @@ def open_image(source, name: str, what: str = "image") -> Iterator:
         raise bomb from None
     except (SyntaxError, ValueError, EOFError) as exc:  # Pillow's decoders
         raise SegnetError(f"{name}: truncated or corrupt {what} ({exc})") from None
+
+
+#: Bytes of APPn and comment segments of a JPEG that reach Pillow; the rest is skipped unread.
+JPEG_METADATA_BYTES = 16 << 20
+
+
+def _without_bulk_metadata(source):
+    """``source``, or when it is a JPEG with more than one Exif segment or more than ``JPEG_METADATA_BYTES`` of
+    metadata, a copy in memory without the excess. Pillow appends each further Exif segment to the bytes of
+    the ones before (quadratic: 130 MB of them took 56 s to open) and keeps every segment; the first Exif
+    segment, the one with the orientation (Exif fits one segment), is kept. Anything unusual: ``source``, for
+    Pillow to judge."""
+    try:
+        if hasattr(source, "read"):
+            return _trim_jpeg(source) or source
+        with open(source, "rb") as f:
+            return _trim_jpeg(f) or source
+    except (OSError, ValueError):  # unreadable or not seekable: Pillow says what is wrong
+        return source
+
+
+def _trim_jpeg(f) -> io.BytesIO | None:
+    start = f.tell()
+    if f.read(2) != b"\xff\xd8":
+        f.seek(start)
+        return None
+    kept, dropped, metadata, exif_seen = [b"\xff\xd8"], False, 0, False
+    while True:
+        head = f.read(4)
+        if len(head) < 4 or head[0] != 0xFF or head[1] in (0xDA, 0xD9, 0xFF, 0x01) or 0xD0 <= head[1] <= 0xD8:
+            f.seek(-len(head), 1)  # the image data (SOS), or something only Pillow should judge
+            break
+        length = int.from_bytes(head[2:4], "big")
+        if length < 2:
+            f.seek(-4, 1)
+            break
+        if 0xE0 <= head[1] <= 0xEF or head[1] == 0xFE:  # APPn, COM
+            peek = f.read(min(6, length - 2)) if head[1] == 0xE1 else b""
+            f.seek(-len(peek), 1)
+            is_exif = peek == b"Exif\0\0"
+            if (is_exif and exif_seen) or metadata + length > JPEG_METADATA_BYTES:
+                f.seek(length - 2, 1)
+                dropped = True
+                continue
+            exif_seen, metadata = exif_seen or is_exif, metadata + length
+        kept.append(head + f.read(length - 2))
+    if not dropped:
+        f.seek(start)
+        return None
+    return io.BytesIO(b"".join(kept) + f.read())
 
 
 def decode_image(source, name: str) -> np.ndarray:
