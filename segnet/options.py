@@ -140,8 +140,14 @@ def number(low: float, high: float | None = None) -> Coerce:
     return check
 
 
-def triple(nonzero: bool = False) -> Coerce:
-    """Three finite numbers, R,G,B: ``"0.5,0.5,0.5"`` or a sequence."""
+#: The smallest size of a --std value: it divides values of about 1 in float32, where a denormal or tinier one
+#: overflows (numpy then warns, and the network sees infinities).
+MIN_STD = 1e-6
+
+
+def triple(divisor: bool = False) -> Coerce:
+    """Three finite numbers, R,G,B: ``"0.5,0.5,0.5"`` or a sequence; a ``divisor``'s are at least ``MIN_STD`` in
+    size."""
     def check(name, value):
         parts = value.replace(" ", "").split(",") if isinstance(value, str) else value
         try:
@@ -151,8 +157,11 @@ def triple(nonzero: bool = False) -> Coerce:
         if len(values) != 3 or (isinstance(parts, Sequence) and len(parts) != 3) or \
                 not all(math.isfinite(v) for v in values):
             raise OptionError(name, value, "give three numbers R,G,B (e.g. 0.5,0.5,0.5)")
-        if nonzero and 0 in values:
+        if divisor and 0 in values:
             raise OptionError(name, value, "no value may be 0 (it divides)")
+        if divisor and any(abs(v) < MIN_STD for v in values):
+            raise OptionError(name, value, f"no value may be smaller than {MIN_STD:g} in size (it divides: the "
+                                           "result would overflow)")
         return values
     return check
 
@@ -297,7 +306,7 @@ class Options:
     mean: tuple[float, float, float] | None = _option(None, optional(triple()), "subtracted from RGB scaled to "
                                                       "0..1 (default: ImageNet's 0.485,0.456,0.406)", FORMAT,
                                                       "R,G,B")
-    std: tuple[float, float, float] | None = _option(None, optional(triple(nonzero=True)), "divides after the "
+    std: tuple[float, float, float] | None = _option(None, optional(triple(divisor=True)), "divides after the "
                                                      "mean (default: 0.229,0.224,0.225)", FORMAT, "R,G,B")
     bgr: bool | None = _option(None, optional(boolean), "feed blue first", FORMAT, flag=True)
     resize: str | None = _option(None, optional(choice(*RESIZE_MODES)), "nearest (jetson's stretch, default), "
