@@ -23,7 +23,7 @@ from segnet import image_io
 from segnet.errors import SegnetError
 from tests.conftest import IMAGES
 from tests.support.cli import assert_one_line_error, run_cli
-from tests.support.users import as_other_user, shared_folder, warm_up
+from tests.support.users import as_other_user, need_root, shared_folder, warm_up
 
 
 @pytest.fixture
@@ -177,6 +177,7 @@ def test_an_image_another_user_cannot_read_says_permission_denied(tmp_path, cons
 def test_a_second_user_who_cannot_reach_the_test_files_skips_with_the_reason(tmp_path):
     """From a clone in a folder only its owner may enter (tmp_path is 0700): a skip that says why, never the
     KeyError of a result that was an exception."""
+    need_root()
     tmp_path.chmod(0o700)
     with pytest.raises(pytest.skip.Exception, match=rf"the second user \(nobody\) cannot reach {tmp_path}: the "
                                                      "checkout or its virtual environment is in a folder other"):
