@@ -51,6 +51,7 @@ def open_image(source, name: str, what: str = "image") -> Iterator:
     from PIL import Image, UnidentifiedImageError
 
     most = max_image_pixels()
+    side = int(limit("SEGNET_MAX_IMAGE_SIDE") or 0)
     if Image.MAX_IMAGE_PIXELS is not None and (most is None or most > Image.MAX_IMAGE_PIXELS):
         Image.MAX_IMAGE_PIXELS = most  # the user raised the limit: Pillow's own check must not refuse first
     bomb = SegnetError(f"{name}: {what} is larger than {most or 0:,} pixels; refusing a possible decompression "
@@ -58,11 +59,15 @@ def open_image(source, name: str, what: str = "image") -> Iterator:
     try:
         with warnings.catch_warnings():  # segnet checks the size itself, below, at its own limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image = Image.open(_without_bulk_metadata(source))
         with image:
             width, height = image.size
             if most is not None and width * height > most:
                 raise bomb
+            if max(width, height) > side:  # a strip within the pixel limit still costs per row or column
+                longer = "wider" if width > side else "taller"
+                raise SegnetError(f"{name}: {what} is {width:,}x{height:,} pixels, {longer} than segnet reads "
+                                  f"({side:,} a side; raise the limit with SEGNET_MAX_IMAGE_SIDE)")
             image.load()
             yield image
     except UnidentifiedImageError:
@@ -78,6 +83,56 @@ def open_image(source, name: str, what: str = "image") -> Iterator:
         raise bomb from None
     except (SyntaxError, ValueError, EOFError) as exc:  # Pillow's decoders
         raise SegnetError(f"{name}: truncated or corrupt {what} ({exc})") from None
+
+
+#: Bytes of APPn and comment segments of a JPEG that reach Pillow; the rest is skipped unread.
+JPEG_METADATA_BYTES = 16 << 20
+
+
+def _without_bulk_metadata(source):
+    """``source``, or when it is a JPEG with more than one Exif segment or more than ``JPEG_METADATA_BYTES`` of
+    metadata, a copy in memory without the excess. Pillow appends each further Exif segment to the bytes of
+    the ones before (quadratic: 130 MB of them took 56 s to open) and keeps every segment; the first Exif
+    segment, the one with the orientation (Exif fits one segment), is kept. Anything unusual: ``source``, for
+    Pillow to judge."""
+    try:
+        if hasattr(source, "read"):
+            return _trim_jpeg(source) or source
+        with open(source, "rb") as f:
+            return _trim_jpeg(f) or source
+    except (OSError, ValueError):  # unreadable or not seekable: Pillow says what is wrong
+        return source
+
+
+def _trim_jpeg(f) -> io.BytesIO | None:
+    start = f.tell()
+    if f.read(2) != b"\xff\xd8":
+        f.seek(start)
+        return None
+    kept, dropped, metadata, exif_seen = [b"\xff\xd8"], False, 0, False
+    while True:
+        head = f.read(4)
+        if len(head) < 4 or head[0] != 0xFF or head[1] in (0xDA, 0xD9, 0xFF, 0x01) or 0xD0 <= head[1] <= 0xD8:
+            f.seek(-len(head), 1)  # the image data (SOS), or something only Pillow should judge
+            break
+        length = int.from_bytes(head[2:4], "big")
+        if length < 2:
+            f.seek(-4, 1)
+            break
+        if 0xE0 <= head[1] <= 0xEF or head[1] == 0xFE:  # APPn, COM
+            peek = f.read(min(6, length - 2)) if head[1] == 0xE1 else b""
+            f.seek(-len(peek), 1)
+            is_exif = peek == b"Exif\0\0"
+            if (is_exif and exif_seen) or metadata + length > JPEG_METADATA_BYTES:
+                f.seek(length - 2, 1)
+                dropped = True
+                continue
+            exif_seen, metadata = exif_seen or is_exif, metadata + length
+        kept.append(head + f.read(length - 2))
+    if not dropped:
+        f.seek(start)
+        return None
+    return io.BytesIO(b"".join(kept) + f.read())
 
 
 def decode_image(source, name: str) -> np.ndarray:
@@ -146,13 +201,34 @@ def image_format(path: str | Path) -> str:
     return fmt
 
 
+#: The widest and tallest picture a format's encoder takes (libjpeg's JPEG_MAX_DIMENSION, libwebp's
+#: WEBP_MAX_DIMENSION, 16-bit size fields); formats not named take what fits in memory.
+MAX_SIDE = {"JPEG": 65500, "MPO": 65500, "WEBP": 16383, "TGA": 65535, "GIF": 65535, "PCX": 65535, "SGI": 65535,
+            "MSP": 65535, "QOI": 2**31 - 1}
+
+
+def check_picture_size(path: str | Path, width: int, height: int) -> str:
+    """The format that writes ``path`` (see ``image_format``), once a ``width`` x ``height`` picture is known to
+    fit it; one that does not is a one-line SegnetError for that picture, before anything is encoded."""
+    fmt = image_format(path)
+    most = MAX_SIDE.get(fmt)
+    if most is not None and max(width, height) > most:
+        raise SegnetError(f"cannot write {path}: a {width}x{height} picture is too large for {fmt} (at most "
+                          f"{most} pixels a side); write it as .png")
+    return fmt
+
+
 def write_image(array: np.ndarray, path: str | Path) -> None:
     """Save uint8 ``[H, W, 3]`` to ``path`` in the format of its extension, atomically (``util.atomic_write``:
-    the whole picture or nothing, even on a full disk)."""
+    the whole picture or nothing, even on a full disk). A picture its format cannot hold is a one-line error."""
     from PIL import Image
 
     path = Path(path)
-    fmt = image_format(path)
+    fmt = check_picture_size(path, array.shape[1], array.shape[0])
     encoded = io.BytesIO()  # encoded in memory first: every byte then goes through the checked writer
-    Image.fromarray(array).save(encoded, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    try:
+        Image.fromarray(array).save(encoded, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    except (OSError, ValueError, OverflowError) as exc:  # an encoder's own limit (in memory: no disk involved)
+        raise SegnetError(f"cannot write {path}: the {fmt} encoder refused a {array.shape[1]}x{array.shape[0]} "
+                          f"picture ({exc}); write it as .png") from None
     atomic_write(path, encoded.getbuffer())

@@ -2,11 +2,14 @@
 
 SPEC sections 2 and 3: missing names become ``Class #N``; missing colours come from the Pascal VOC
 palette evaluated at ``c + 1`` (jetson skips its black entry); a colour whose alpha is present and not 255
-is explicit and keeps it, every other class takes ``--alpha``.
+is explicit and keeps it, every other class takes ``--alpha``. As in jetson, a file with too few lines (or
+none) is filled in and extra lines are not used; unlike jetson, one status line says so, since a file for
+another network is the usual cause.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -15,6 +18,31 @@ import numpy as np
 from .errors import SegnetError
 
 _SYNSET = re.compile(r"^n\d{8} (.+)$")
+log = logging.getLogger(__name__)
+
+
+class FromFile(list):
+    """The entries of a classes.txt or colors.txt, which remember the file they came from (for messages)."""
+
+    def __init__(self, entries, source: Path):
+        super().__init__(entries)
+        self.source = source
+
+
+def _say_count(entries: list | None, num_classes: int, what: str, filled: str) -> None:
+    """One status line when a file's line count is not the network's class count."""
+    source = getattr(entries, "source", None)
+    if source is None or len(entries or []) == num_classes:
+        return
+    count = len(entries or [])
+    if count == 0:
+        log.warning(f"{source} is empty: all {num_classes} classes get {filled}")
+    elif count < num_classes:
+        log.warning(f"{source} has {count} {what} for {num_classes} classes: classes {count} to {num_classes - 1} "
+                    f"get {filled}")
+    else:
+        log.warning(f"{source} has {count} {what} for {num_classes} classes: the last {count - num_classes} are "
+                    "not used (is it the file of another network?)")
 
 
 def _lines(path: str | Path, what: str) -> list[str]:
@@ -46,7 +74,7 @@ def read_class_names(path: str | Path) -> list[str]:
     for line in _lines(path, "classes.txt"):
         match = _SYNSET.match(line)
         names.append(match.group(1).strip() if match else line)
-    return names
+    return FromFile(names, Path(path))
 
 
 def read_class_colors(path: str | Path) -> list[tuple[int, int, int, int | None]]:
@@ -65,7 +93,7 @@ def read_class_colors(path: str | Path) -> list[tuple[int, int, int, int | None]
             raise SegnetError(f"{path} line {number}: '{line}' is not 3 or 4 whole numbers from 0 to 255")
         r, g, b, *a = (int(v) for v in values if v is not None)
         colors.append((r, g, b, a[0] if a else None))
-    return colors
+    return FromFile(colors, Path(path))
 
 
 def voc_color(index: int) -> tuple[int, int, int]:
@@ -80,6 +108,9 @@ def voc_color(index: int) -> tuple[int, int, int]:
 
 
 def class_names(num_classes: int, names: list[str] | None = None) -> list[str]:
+    """``num_classes`` names: ``names`` (from ``read_class_names``, which says when their count differs), then
+    ``Class #N``."""
+    _say_count(names, num_classes, "names", "'Class #N' names")
     names = list(names or [])[:num_classes]
     return names + [f"Class #{n}" for n in range(len(names), num_classes)]
 
@@ -87,6 +118,7 @@ def class_names(num_classes: int, names: list[str] | None = None) -> list[str]:
 def class_colors(num_classes: int, colors: list | None = None, alpha: float = 120) -> np.ndarray:
     """``[num_classes, 4]`` float32 RGBA. Explicit alphas (present and not 255) are kept; the rest get
     ``alpha``."""
+    _say_count(colors, num_classes, "colours", "generated colours")
     table = np.empty((num_classes, 4), np.float32)
     colors = list(colors or [])
     for c in range(num_classes):

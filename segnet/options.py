@@ -35,14 +35,26 @@ LIMITS: dict[str, tuple[float | None, str]] = {
                                 "or an image's size for a model with a symbolic size)"),
     "SEGNET_MAX_IMAGE_PIXELS": (None, "pixels of one image or label (default: Pillow's decompression-bomb "
                                 "limit, PIL.Image.MAX_IMAGE_PIXELS)"),
+    "SEGNET_MAX_IMAGE_SIDE": (65_535, "width and height of one image or label, in pixels (what JPEG, TGA and "
+                              "GIF hold)"),
     "SEGNET_MAX_ARCHIVE_BYTES": (1 << 29, "bytes of a model archive, downloaded and unpacked"),
     "SEGNET_MAX_ARCHIVE_MEMBERS": (10_000, "members (files, folders) of a model archive"),
     "SEGNET_DOWNLOAD_TRIES": (5, "tries per download URL (only errors that can change are tried again)"),
-    "SEGNET_DOWNLOAD_DEADLINE": (1800, "seconds for installing one network from all its URLs"),
+    "SEGNET_DOWNLOAD_DEADLINE": (1800, "seconds for installing one network from all its URLs; also the longest "
+                                 "wait for another process installing it"),
+    "SEGNET_DOWNLOAD_STALL": (60, "seconds a download URL may send nothing, over all its tries, before the "
+                              "next URL is tried"),
     "SEGNET_LOCK_TIMEOUT": (3600, "seconds to wait for another process's download or TensorRT engine build"),
     "SEGNET_RAY_CONNECT_TIMEOUT": (30, "seconds to reach a Ray cluster given by address"),
     "SEGNET_MAX_URL_IMAGE_BYTES": (1 << 28, "bytes of an image fetched from a URL"),
 }
+
+
+def check_limits() -> None:
+    """Read every limit once: a bad ``SEGNET_*`` value is one usage error before any work, not an error per
+    image when the limit is first used (commands call this after parsing their flags)."""
+    for variable in LIMITS:
+        limit(variable)
 
 
 def limit(variable: str) -> float | None:
@@ -129,8 +141,14 @@ def number(low: float, high: float | None = None) -> Coerce:
     return check
 
 
-def triple(nonzero: bool = False) -> Coerce:
-    """Three finite numbers, R,G,B: ``"0.5,0.5,0.5"`` or a sequence."""
+#: The smallest size of a --std value: it divides values of about 1 in float32, where a denormal or tinier one
+#: overflows (numpy then warns, and the network sees infinities).
+MIN_STD = 1e-6
+
+
+def triple(divisor: bool = False) -> Coerce:
+    """Three finite numbers, R,G,B: ``"0.5,0.5,0.5"`` or a sequence; a ``divisor``'s are at least ``MIN_STD`` in
+    size."""
     def check(name, value):
         parts = value.replace(" ", "").split(",") if isinstance(value, str) else value
         try:
@@ -140,8 +158,11 @@ def triple(nonzero: bool = False) -> Coerce:
         if len(values) != 3 or (isinstance(parts, Sequence) and len(parts) != 3) or \
                 not all(math.isfinite(v) for v in values):
             raise OptionError(name, value, "give three numbers R,G,B (e.g. 0.5,0.5,0.5)")
-        if nonzero and 0 in values:
+        if divisor and 0 in values:
             raise OptionError(name, value, "no value may be 0 (it divides)")
+        if divisor and any(abs(v) < MIN_STD for v in values):
+            raise OptionError(name, value, f"no value may be smaller than {MIN_STD:g} in size (it divides: the "
+                                           "result would overflow)")
         return values
     return check
 
@@ -265,9 +286,9 @@ class Options:
                            "TensorRT when it can run here, else onnxruntime)", BACKEND, "NAME")
     precision: str | None = _option(None, optional(choice(*PRECISIONS)), "fp16 or fp32 (default: fp16 on "
                                     "TensorRT, fp32 on onnxruntime)", BACKEND, "P")
-    engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines are kept (default: "
-                                        "$SEGNET_CACHE, else beside the model when writable, else the user "
-                                        "cache)", BACKEND, "DIR")
+    engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines and FP16 copies of "
+                                        "models are kept (default: $SEGNET_CACHE, else the user cache; never "
+                                        "beside the model)", BACKEND, "DIR")
     tensorrt_flavour: str = _option("auto", choice(*TENSORRT_FLAVOURS), "which TensorRT: tensorrt (10.x, 11.x) or "
                                     "tensorrt_rtx (TensorRT for RTX); default auto: TensorRT when installed, else "
                                     "TensorRT-RTX", BACKEND, "NAME")
@@ -286,7 +307,7 @@ class Options:
     mean: tuple[float, float, float] | None = _option(None, optional(triple()), "subtracted from RGB scaled to "
                                                       "0..1 (default: ImageNet's 0.485,0.456,0.406)", FORMAT,
                                                       "R,G,B")
-    std: tuple[float, float, float] | None = _option(None, optional(triple(nonzero=True)), "divides after the "
+    std: tuple[float, float, float] | None = _option(None, optional(triple(divisor=True)), "divides after the "
                                                      "mean (default: 0.229,0.224,0.225)", FORMAT, "R,G,B")
     bgr: bool | None = _option(None, optional(boolean), "feed blue first", FORMAT, flag=True)
     resize: str | None = _option(None, optional(choice(*RESIZE_MODES)), "nearest (jetson's stretch, default), "

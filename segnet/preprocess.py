@@ -29,12 +29,31 @@ def _is_identity(index: np.ndarray, size: int) -> bool:
     return len(index) == size and bool((index == np.arange(size)).all())
 
 
+def _narrow_first(h: int, w: int, ys: np.ndarray, xs: np.ndarray) -> bool:
+    """Whether to take the columns before the rows: when taking whole rows first (the fast way) would make an
+    intermediate larger than twice the image and the result together, as stretching a 4,000,000x1 strip to 352
+    rows of 4,000,000 pixels (4 GB) before narrowing them did. Either order picks the same pixels."""
+    return len(ys) * w > 2 * (h * w + len(ys) * len(xs))
+
+
+def _sample(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``image[ys][:, xs]``, without copying along an axis whose indices are the identity, narrowing first."""
+    h, w = image.shape[:2]
+    if _narrow_first(h, w, ys, xs) and not _is_identity(xs, w):
+        image, xs = image.take(xs, axis=1), np.arange(len(xs))
+    rows = image if _is_identity(ys, h) else image.take(ys, axis=0)  # whole rows: cheap
+    return rows if _is_identity(xs, rows.shape[1]) else rows.take(xs, axis=1)
+
+
 def preprocess(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """``image`` uint8 ``[H, W, 3]`` RGB -> float32 ``[3, height, width]``: ``(v * (1/255) - mean) / std``
-    in float32, the order of jetson's kernel."""
+    in float32, the order of jetson's kernel. Memory: the image and the network input, whatever their shapes."""
     ys = nearest_indices(image.shape[0], height)
     xs = nearest_indices(image.shape[1], width)
-    rows = image if _is_identity(ys, image.shape[0]) else image.take(ys, axis=0)  # whole rows: cheap
+    h, w = image.shape[:2]
+    if _narrow_first(h, w, ys, xs) and not _is_identity(xs, w):
+        image, xs = image.take(xs, axis=1), np.arange(width)
+    rows = image if _is_identity(ys, h) else image.take(ys, axis=0)  # whole rows: cheap
     planar = rows.transpose(2, 0, 1)
     if not _is_identity(xs, image.shape[1]):
         planar = planar.take(xs, axis=2)
@@ -52,17 +71,19 @@ def resize(image: np.ndarray, width: int, height: int, mode: str = "nearest"):
     the image centred, the rest filled with the mean colour (which normalises to 0).
     """
     if mode == "nearest":
-        ys = nearest_indices(image.shape[0], height)
-        xs = nearest_indices(image.shape[1], width)
-        rows = image if _is_identity(ys, image.shape[0]) else image.take(ys, axis=0)
-        return (rows if _is_identity(xs, image.shape[1]) else rows.take(xs, axis=1)), None
+        return _sample(image, nearest_indices(image.shape[0], height), nearest_indices(image.shape[1], width)), None
     from PIL import Image
 
     src_h, src_w = image.shape[:2]
     if mode == "bilinear":
         if (src_w, src_h) == (width, height):
             return image, None
-        return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)), None
+        picture = Image.fromarray(image)
+        if width * src_h > 4 * max(src_w * src_h, width * height):
+            # Pillow widens before it shortens: a tall strip would become width x src_h first (1x4,000,000 to
+            # 480 wide: 5.8 GB); shorten it first (other images keep Pillow's order and its exact result)
+            picture = picture.resize((src_w, height), Image.Resampling.BILINEAR)
+        return np.asarray(picture.resize((width, height), Image.Resampling.BILINEAR)), None
     scale = min(width / src_w, height / src_h)
     w, h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
     x0, y0 = (width - w) // 2, (height - h) // 2

@@ -188,11 +188,14 @@ def read_json(path: str | os.PathLike, what: str = "data") -> object:
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike, what: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def locked(path: str | os.PathLike, what: str, on_wait: Callable[[], None] | None = None,
+           limit_variable: str = "SEGNET_LOCK_TIMEOUT") -> Iterator[None]:
     """Hold the inter-process file lock ``path`` for the block. ``on_wait()`` runs once when another process
-    holds it; waiting is limited by ``SEGNET_LOCK_TIMEOUT``. A lock that cannot be taken (a directory in its
-    place, no permission) or a wait past the limit is a one-line SegnetError saying what was waited for
-    (``what``). The lock file follows the umask, so users who share the folder can share the lock."""
+    holds it; waiting is limited by ``SEGNET_LOCK_TIMEOUT``, or by ``limit_variable`` (a key of
+    ``options.LIMITS``) when that is shorter. A lock that cannot be taken (a directory in its place, no
+    permission) or a wait past the limit is a one-line SegnetError saying what was waited for (``what``) and
+    which variable gives more time. The lock is released however the block ends. The lock file follows the
+    umask, so users who share the folder can share the lock."""
     import filelock
 
     from .options import limit
@@ -201,6 +204,11 @@ def locked(path: str | os.PathLike, what: str, on_wait: Callable[[], None] | Non
     if path.is_dir():
         raise SegnetError(f"{path} is a directory where segnet keeps a lock file: remove it")
     timeout = limit("SEGNET_LOCK_TIMEOUT")
+    bound = limit(limit_variable)
+    if bound is not None and (timeout is None or bound < timeout):
+        timeout = bound
+    else:
+        limit_variable = "SEGNET_LOCK_TIMEOUT"
     lock = filelock.FileLock(os.fspath(path), mode=new_file_mode())
     try:
         try:
@@ -211,7 +219,7 @@ def locked(path: str | os.PathLike, what: str, on_wait: Callable[[], None] | Non
             lock.acquire(timeout=timeout)
     except filelock.Timeout:
         raise SegnetError(f"gave up after {timeout:g} s waiting for {what} (lock {path}); if no segnet process "
-                          "is still at it, try again, or wait longer with SEGNET_LOCK_TIMEOUT") from None
+                          f"is still at it, try again, or wait longer with {limit_variable}") from None
     except OSError as exc:
         raise SegnetError(f"cannot take the lock {path}: {describe_os_error(exc)}") from None
     try:

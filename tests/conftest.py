@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,20 @@ from tests.support import models
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "data" / "images"
 GRID = np.array([[0, 1, 2, 3], [3, 2, 1, 0]], np.uint8)  # a 4x2 grid of 4 classes
+
+
+@pytest.fixture(autouse=True, scope="session")
+def user_cache(tmp_path_factory):
+    """The user cache folder (FP16 copies, engines, locks) of this test session: tests write neither into the
+    checkout nor into the user's own cache."""
+    folder = tmp_path_factory.mktemp("user-cache")
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
 
 
 @pytest.fixture(autouse=True)

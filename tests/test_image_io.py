@@ -7,9 +7,12 @@ input picture itself, so the written PNG shows exactly how segnet decoded the in
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import shutil
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -20,7 +23,7 @@ from segnet import image_io
 from segnet.errors import SegnetError
 from tests.conftest import IMAGES
 from tests.support.cli import assert_one_line_error, run_cli
-from tests.support.users import as_other_user, shared_folder
+from tests.support.users import as_other_user, need_root, shared_folder, warm_up
 
 
 @pytest.fixture
@@ -107,6 +110,30 @@ def test_exif_orientation_is_honoured(net, tmp_path):
     assert seen[:3, :, 0].min() > 200 and seen[5:, :, 0].max() < 60  # the stored left half is now on top
 
 
+def test_a_jpeg_with_130_mb_of_exif_segments_opens_at_once_and_keeps_its_orientation(net, tmp_path):
+    """Pillow appends each Exif segment to the ones before: 2,000 of them took a minute to open."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    upright = np.zeros((48, 64, 3), np.uint8)
+    upright[:, :32] = 250  # stored as 64x48; left half white
+    stored = _saved(Image.fromarray(upright), "JPEG", quality=100, exif=exif.tobytes())
+    at = stored.index(b"\xff\xe1")
+    end = at + 2 + int.from_bytes(stored[at + 2:at + 4], "big")  # after the segment with the orientation
+    bulk = b"Exif\0\0II*\0\x08\0\0\0\0\0".ljust(65533, b"\0")
+    source = tmp_path / "bulk.jpg"
+    with open(source, "wb") as f:
+        f.write(stored[:end])
+        for _ in range(2000):
+            f.write(b"\xff\xe1" + (len(bulk) + 2).to_bytes(2, "big") + bulk)
+        f.write(stored[end:])
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    started = time.monotonic()
+    seen = seen_by_segnet(net, source, tmp_path)
+    assert time.monotonic() - started < 20  # was 56 s (166 s here) in Pillow alone
+    assert seen.shape == (64, 48, 3)  # turned upright as the first Exif segment says
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == digest and source.stat().st_size > 130_000_000
+
+
 def test_images_without_an_orientation_tag_are_untouched():
     for source in sorted(IMAGES.glob("*.jpg")):  # like jetson's own images: no orientation tag
         assert Image.open(source).getexif().get(0x0112) is None
@@ -132,7 +159,12 @@ def test_an_image_another_user_cannot_read_says_permission_denied(tmp_path, cons
         shutil.copy(IMAGES / "humans_0.jpg", private)
         private.chmod(0o600)
 
-        result = as_other_user(lambda: vars(run_cli("--model", folder / "net", private, folder / "o.png")))
+        # the command once as this user, so that the second one needs no file of the checkout (which may be in
+        # a folder only this user can enter): everything it imports is imported before the fork
+        warm_up(lambda: run_cli("--model", folder / "net", IMAGES / "humans_0.jpg", folder / "warm.png"))
+        (folder / "warm.png").unlink()
+        result = as_other_user(lambda: vars(run_cli("--model", folder / "net", private, folder / "o.png")),
+                               needs=(folder / "net" / "fcn_resnet18.onnx",))
 
         assert result["returncode"] == 1
         errors = [line for line in result["stderr"].splitlines() if "error" in line]
@@ -140,6 +172,19 @@ def test_an_image_another_user_cannot_read_says_permission_denied(tmp_path, cons
         assert not (folder / "o.png").exists()
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_second_user_who_cannot_reach_the_test_files_skips_with_the_reason(tmp_path):
+    """From a clone in a folder only its owner may enter (tmp_path is 0700): a skip that says why, never the
+    KeyError of a result that was an exception."""
+    need_root()
+    tmp_path.chmod(0o700)
+    with pytest.raises(pytest.skip.Exception, match=rf"the second user \(nobody\) cannot reach {tmp_path}: the "
+                                                     "checkout or its virtual environment is in a folder other"):
+        as_other_user(lambda: 1, needs=(tmp_path,))
+    with pytest.raises(pytest.fail.Exception, match="^as the second user: ValueError: bad$"):
+        as_other_user(lambda: (_ for _ in ()).throw(ValueError("bad")))
+    assert as_other_user(lambda: os.getcwd()) == "/"
 
 
 def test_an_io_error_while_reading_is_not_called_corrupt():
@@ -187,3 +232,21 @@ def test_segnet_eval_labels_get_the_decompression_bomb_guard(net, tmp_path, monk
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own limit, far exceeded: it refuses at open
     proc = run_cli("--model", net, images, labels, prog="segnet-eval")
     assert_one_line_error(proc, 1, "label is larger than 1,000 pixels", prog="segnet-eval")
+
+
+@pytest.mark.parametrize("size, out, words", [
+    ((70000, 8), "o.jpg", "a 70000x8 picture is too large for JPEG (at most 65500 pixels a side); write it as .png"),
+    ((16384, 8), "o.webp", "a 16384x8 picture is too large for WEBP (at most 16383 pixels a side); write it as .png"),
+])
+def test_a_picture_too_large_for_its_format_is_one_line_for_that_image(net, tmp_path, monkeypatch, size, out,
+                                                                       words):
+    monkeypatch.setenv("SEGNET_MAX_IMAGE_SIDE", "70000")  # read a picture JPEG cannot hold
+    source = tmp_path / "wide.png"
+    Image.new("RGB", size, (10, 20, 30)).save(source)
+    before = source.read_bytes()
+    proc = run_cli("--model", net, source, tmp_path / out)
+    line = assert_one_line_error(proc, 1)
+    assert line == f"segnet-console: error: cannot write {tmp_path / out}: {words}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["wide.png", net.name])  # no temporary file left
+    assert source.read_bytes() == before
+    assert run_cli("--model", net, source, tmp_path / "o.png").returncode == 0  # as the line says

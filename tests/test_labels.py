@@ -3,6 +3,8 @@ import pytest
 
 from segnet import labels
 from segnet.errors import SegnetError
+from tests.conftest import GRID, IMAGES, one_hot
+from tests.support.cli import run_cli
 
 # SPEC section 3: the generated colours of classes 0..20.
 SPEC_PALETTE = [
@@ -56,3 +58,32 @@ def test_colours_accept_extra_whitespace(tmp_path):
     path.write_text("  0\t120  255   150 \n")
     assert labels.read_class_colors(path) == [(0, 120, 255, 150)]
     assert labels.class_colors(1, labels.read_class_colors(path)).dtype == np.float32
+
+
+@pytest.mark.parametrize("which, text, line", [
+    ("labels", "", "{path} is empty: all 4 classes get 'Class #N' names"),
+    ("labels", "road\ncar\n", "{path} has 2 names for 4 classes: classes 2 to 3 get 'Class #N' names"),
+    ("labels", "a\nb\nc\nd\ne\nf\n", "{path} has 6 names for 4 classes: the last 2 are not used (is it the file of "
+                                     "another network?)"),
+    ("colors", "\n", "{path} is empty: all 4 classes get generated colours"),
+    ("colors", "1 2 3\n", "{path} has 1 colours for 4 classes: classes 1 to 3 get generated colours"),
+])
+def test_a_label_file_with_the_wrong_number_of_lines_is_said_in_one_line(constant_net, tmp_path, which, text, line):
+    """jetson fills in missing lines and ignores extra ones, silently; segnet does the same and says so."""
+    net = constant_net(one_hot(GRID, 4), width=64, height=32)
+    path = tmp_path / f"{which}.txt"
+    path.write_text(text)
+    proc = run_cli("--model", net / "fcn_resnet18.onnx", f"--{which}", path, IMAGES / "city_0.jpg",
+                   tmp_path / "o.png")
+    assert proc.returncode == 0 and (tmp_path / "o.png").is_file(), proc.stderr
+    assert [s for s in proc.stderr.splitlines() if str(path) in s] == ["segnet: " + line.format(path=path)]
+    quiet = run_cli("-q", "--model", net / "fcn_resnet18.onnx", f"--{which}", path, IMAGES / "city_0.jpg",
+                    tmp_path / "q.png")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_label_files_that_match_the_network_say_nothing(constant_net, tmp_path):
+    net = constant_net(one_hot(GRID, 4), width=64, height=32, names=["a", "b", "c", "d"],
+                       colors=[(1, 2, 3)] * 4)
+    proc = run_cli("--model", net, IMAGES / "city_0.jpg", tmp_path / "o.png")
+    assert proc.returncode == 0 and "classes" not in proc.stderr.replace("4 classes)", ""), proc.stderr

@@ -231,6 +231,23 @@ def test_a_limit_that_is_not_a_positive_number_is_a_usage_error(net, tmp_path, m
                           "SEGNET_MAX_INPUT_PIXELS")
 
 
+@pytest.mark.parametrize("prog, args", [("segnet-console", ["IMAGES", "OUT"]), ("segnet-eval", ["IMAGES", "IMAGES"]),
+                                        ("segnet-download-models", ["fcn-resnet18-voc"])])
+def test_a_bad_limit_is_said_once_before_any_work(net, tmp_path, monkeypatch, prog, args):
+    """Not once per image, when each image first reads it."""
+    monkeypatch.setenv("SEGNET_MAX_IMAGE_PIXELS", "lots")
+    sums = {p.name: p.read_bytes() for p in IMAGES.iterdir()}
+    given = [{"IMAGES": IMAGES, "OUT": tmp_path / "out"}.get(a, a) for a in args]
+    proc = run_cli(*(["--model", net] if prog != "segnet-download-models" else ["--models-dir", tmp_path / "m"]),
+                   *given, prog=prog)
+    line = assert_one_line_error(proc, 2, prog=prog)
+    assert line == f"{prog}: error: SEGNET_MAX_IMAGE_PIXELS='lots': give a number above 0"
+    assert proc.stderr.count("\n") == 1 and proc.stdout == ""  # nothing loaded, nothing done first
+    assert sorted(p.name for p in tmp_path.iterdir()) == [net.name]
+    assert {p.name: p.read_bytes() for p in IMAGES.iterdir()} == sums
+    assert run_cli("--help", prog=prog).returncode == 0  # help needs no limit
+
+
 # -- Ray ------------------------------------------------------------------------------------------------------
 
 

@@ -190,8 +190,12 @@ def test_bad_format_flags_are_usage_errors(tmp_path):
                          (["--mean=1,2"], "--mean 1,2: give three numbers"),
                          (["--input-size=big"], "--input-size big: give WxH"),
                          (["--input-layout=CHW"], "--input-layout CHW: choose NCHW or NHWC"),
-                         (["--std=0,1,1"], "--std 0,1,1: no value may be 0")):
-        assert_one_line_error(run_cli("--model", model, *flags, IMAGES / "city_0.jpg"), 2, words)
+                         (["--std=0,1,1"], "--std 0,1,1: no value may be 0"),
+                         (["--std=1e-310,1,1", "--stats"], "--std 1e-310,1,1: no value may be smaller than 1e-06 in "
+                                                           "size (it divides: the result would overflow)")):
+        proc = run_cli("--model", model, *flags, IMAGES / "city_0.jpg")
+        assert_one_line_error(proc, 2, words)
+        assert proc.stderr.count("\n") == 1 and "Warning" not in proc.stderr  # and no numpy warning
 
 
 def test_nhwc_scores_behind_an_nchw_input_are_detected(tmp_path):

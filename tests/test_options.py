@@ -42,6 +42,8 @@ def test_text_and_typed_values_are_normalised_alike(given, normalised):
     ("mean", "abc", "give three numbers R,G,B"),
     ("mean", [[0.5], 0.5, 0.5], "give three numbers R,G,B"),
     ("std", (0, 1, 1), "no value may be 0"),
+    ("std", (1e-310, 1, 1), "no value may be smaller than 1e-06 in size (it divides: the result would overflow)"),
+    ("std", "1,-1e-7,1", "no value may be smaller than 1e-06 in size"),
     ("batch_size", 0, "give a whole number from 1 to 1024"),
     ("batch_size", True, "give a whole number from 1 to 1024"),
     ("precision", "int8", "choose fp16 or fp32"),

@@ -50,6 +50,11 @@ def test_the_wheel_holds_every_package_and_the_default_network(wheel):
     assert {f"{p}/__init__.py" for p in packages} <= names  # pyproject.toml's package list is complete
     network = "segnet/models/fcn-resnet18-camvid-480x352"
     assert {f"{network}/{f}" for f in ("fcn_resnet18.onnx", "classes.txt", "colors.txt", "MODEL_CARD.md")} <= names
+    # the shipped files by name, nothing else left in models/ (an FP16 copy, a lock)
+    from segnet.zoo.registry import NETWORK_FILES, SHIPPED_EXTRA_FILES
+
+    assert {n for n in names if n.startswith("segnet/models/")} == \
+        {f"{network}/{f}" for f in (*NETWORK_FILES, *SHIPPED_EXTRA_FILES)}
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 

@@ -3,6 +3,7 @@ sub-package imports TensorRT or CUDA."""
 
 from __future__ import annotations
 
+import glob
 import logging
 from pathlib import Path
 
@@ -14,6 +15,18 @@ log = logging.getLogger(__name__)
 
 #: Why ``auto`` is not using TensorRT in this process, once it knows (said once, then remembered).
 _auto_fallback: str | None = None
+
+#: Files that exist only where an NVIDIA GPU and its driver do: a GPU's device node (containers may see only
+#: /dev/nvidia3), the driver's per-GPU entries, a Jetson's GPU node (JetPack 5 and older) and WSL's CUDA
+#: library. Globs, checked without loading any driver; tests replace them.
+NVIDIA_GPU_SIGNS: tuple[str, ...] = ("/dev/nvidia[0-9]*", "/proc/driver/nvidia/gpus/*", "/dev/nvhost-ctrl-gpu",
+                                     "/usr/lib/wsl/lib/libcuda.so*")
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether this machine shows any sign of an NVIDIA GPU: without one, TensorRT cannot run, and advice to
+    install it is noise."""
+    return any(glob.glob(sign) for sign in NVIDIA_GPU_SIGNS)
 
 
 def open_backend(model_path: str | Path, options: Options | None = None, input_blob: str | None = None,
@@ -32,6 +45,9 @@ def open_backend(model_path: str | Path, options: Options | None = None, input_b
     if options.backend == "onnxruntime":
         return _onnxruntime(model_path, input_blob, output_blob, options, options.precision or "fp32", quick_start)
     onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options, "fp32", quick_start)
+    if options.backend == "auto" and not nvidia_gpu_present():
+        log.debug("no NVIDIA GPU here: running on onnxruntime without trying TensorRT")
+        return onnxruntime
     from .tensorrt import TensorRTBackend, unusable_reason
 
     reason = _auto_fallback if options.backend == "auto" else None
@@ -41,8 +57,7 @@ def open_backend(model_path: str | Path, options: Options | None = None, input_b
             raise SegnetError(f"{option('backend', 'tensorrt')} cannot run: {reason}")
         return _tensorrt(TensorRTBackend, model_path, input_blob, output_blob, options)
     if reason:
-        _fall_back(reason)
-        return onnxruntime
+        return _SaysWhyWhenUsed(onnxruntime, reason)
     return _FirstThatOpens(_tensorrt(TensorRTBackend, model_path, input_blob, output_blob, options), onnxruntime)
 
 
@@ -71,6 +86,27 @@ class _FirstThatOpens:
     def __exit__(self, *exc) -> None:
         if self.opened is not None:
             self.opened.__exit__(*exc)
+
+
+class _SaysWhyWhenUsed:
+    """``auto`` on a GPU without a usable TensorRT: onnxruntime, whose first inference says why TensorRT is not
+    used (what to install), so that a run that infers nothing (``--legend`` alone) gives no advice."""
+
+    def __init__(self, backend: Backend, reason: str):
+        self.backend, self.reason = backend, reason
+
+    def __enter__(self) -> _SaysWhyWhenUsed:
+        self.backend.__enter__()
+        return self
+
+    def __getattr__(self, name: str):  # description, input, output: the backend's; its inference says why first
+        value = getattr(self.__dict__["backend"], name)
+        if name in ("infer", "infer_images"):
+            _fall_back(self.reason)
+        return value
+
+    def __exit__(self, *exc) -> None:
+        self.backend.__exit__(*exc)
 
 
 def _fall_back(reason: str) -> None:

@@ -22,15 +22,14 @@ def is_writable(folder: Path) -> bool:
 
 def cache_dir(model_path: str | Path, override: str | Path | None = None, *,
               writable: Callable[[Path], bool] = is_writable) -> Path:
-    """The folder: ``override`` (``--engine-cache``), else ``$SEGNET_CACHE``, else the model's folder when
-    writable (where jetson users look), else the user cache directory."""
+    """The folder for what is derived from ``model_path``: ``override`` (``--engine-cache``), else
+    ``$SEGNET_CACHE``, else the user cache directory. Never the model's own folder (jetson writes engines
+    there): that may be a source checkout's ``models/``, where git and a wheel build would pick the files up, or
+    a folder shared read-only. Files are told apart by the model's hash in their names, not by their folder."""
     chosen = override or os.environ.get("SEGNET_CACHE")
     if chosen:
         return _ready(Path(chosen).expanduser(), writable,
                       f"choose another with {option('engine_cache')} or SEGNET_CACHE")
-    beside = Path(model_path).resolve().parent
-    if writable(beside):
-        return beside
     import platformdirs
 
     return _ready(Path(platformdirs.user_cache_dir("segnet")) / "engines", writable,

@@ -4,6 +4,7 @@ set up from ``-q``/``-v``, and the guard that turns errors into one line and an 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import OptionError, SegnetError, UsageError, name_options_as_flags
-from ..options import Options, option_fields
+from ..options import Options, check_limits, option_fields
 
 GROUP_TITLES = {
     "network": "network",
@@ -27,10 +28,33 @@ GROUP_TITLES = {
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a one-line UsageError (exit 2), not a usage block."""
+    """argparse, but a bad flag is a one-line UsageError (exit 2), not a usage block, and a misspelt flag is
+    named (with the closest real one) before argparse reads it as a flag without a value and shifts its value
+    into the positionals (``--alpa 200 in.jpg out.png`` would otherwise be "unrecognized arguments: --alpa
+    out.png")."""
 
     def error(self, message):
         raise UsageError(f"{message} (see --help)")
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._check_long_flags(sys.argv[1:] if args is None else list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _check_long_flags(self, args: list[str]) -> None:
+        """Every ``--word`` before ``--`` must be one of this parser's flags or, as argparse allows, the start
+        of one."""
+        flags = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+        for arg in args:
+            if arg == "--":
+                return
+            if not arg.startswith("--") or len(arg) < 3:
+                continue
+            name = arg.split("=", 1)[0]
+            if any(flag.startswith(name) for flag in flags) if self.allow_abbrev else name in flags:
+                continue
+            close = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+            hint = f": did you mean {close[0]}?" if close else " (see --help)"
+            raise UsageError(f"unrecognized option {name}{hint}")
 
 
 def add_options(parser: argparse.ArgumentParser, *groups: str, only: tuple[str, ...] | None = None) -> None:
@@ -135,7 +159,12 @@ def entry_points(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
                  run: Callable[[argparse.Namespace], int]):
     """A command's ``main(argv) -> exit code`` (parse, run, guarded) and ``console()`` (the installed script)."""
     def main(argv: list[str] | None = None) -> int:
-        return guarded(prog, lambda args: run(build_parser().parse_args(args)), argv)
+        def parsed_and_checked(argv: list[str] | None) -> int:
+            args = build_parser().parse_args(argv)  # --help and --version work whatever the environment holds
+            check_limits()
+            return run(args)
+
+        return guarded(prog, parsed_and_checked, argv)
 
     def console() -> None:
         sys.exit(main())

@@ -35,7 +35,15 @@ from ..errors import SegnetError
 from ..options import limit
 from ..progress import progress
 from ..util import atomic_write, describe_os_error, file_sha256, locked, read_json
-from .registry import MODEL_FILE, NETWORK_FILES, NetworkInfo, is_installed, models_dir, network_dir
+from .registry import (
+    MODEL_FILE,
+    NETWORK_FILES,
+    SHIPPED_EXTRA_FILES,
+    NetworkInfo,
+    is_installed,
+    models_dir,
+    network_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +142,18 @@ def install(
     created: list[Path] = []
     try:
         created = _make_dirs(root)
-        with _network_lock(info, root):
+        with _network_lock(info, root) as lock:
             if not force and is_installed(info, root):
                 return dest  # another process installed it while we waited
+            lock.check_others(archive is None)
             _sweep_stale(root, info.name)
-            _install_from(info, root, sources, force=force, retry=retry or DEFAULT_RETRY,
-                          from_archive=archive is not None)
+            try:
+                _install_from(info, root, sources, force=force, retry=retry or DEFAULT_RETRY,
+                              from_archive=archive is not None)
+            except SegnetError as exc:
+                lock.failed(str(exc))
+                raise
+            lock.succeeded()
     except BaseException as exc:
         for folder in reversed(created):
             try:
@@ -155,11 +169,14 @@ def install(
 
 def verify(info: NetworkInfo, root: str | os.PathLike | None = None) -> list[str]:
     """What is wrong with the installed ``info`` compared with its install manifest (a network that ships
-    with segnet: with the checksums committed in the registry); empty when intact."""
+    with segnet: with the checksums committed in the registry); empty when intact. Files that are not part of
+    the network (an FP16 copy, a lock, anything a build or an older segnet left) are reported too: a wheel
+    built from the checkout would ship them."""
     if info.ships_with_segnet:
         folder = network_dir(info, models_dir(root))
         expected = dict(info.shipped_sha256)
         what = "shipped"
+        belongs = {*NETWORK_FILES, *SHIPPED_EXTRA_FILES}
     else:
         folder = models_dir(root) / info.name
         if not folder.is_dir():
@@ -169,6 +186,7 @@ def verify(info: NetworkInfo, root: str | os.PathLike | None = None) -> list[str
             return [f"{problem}; reinstall with --force to record a new one"]
         expected = {name: entry["sha256"] for name, entry in manifest["files"].items()}
         what = "installed"
+        belongs = {*NETWORK_FILES, MANIFEST_NAME}
     problems = []
     for name in NETWORK_FILES:
         path = folder / name
@@ -178,6 +196,12 @@ def verify(info: NetworkInfo, root: str | os.PathLike | None = None) -> list[str
             problems.append(f"{name} is not in the manifest")
         elif (actual := _sha256(path)) != expected[name]:
             problems.append(f"{name} was modified (sha256 {actual[:16]}, {what} {expected[name][:16]})")
+    with contextlib.suppress(OSError):
+        stray = sorted(entry.name for entry in folder.iterdir() if entry.name not in belongs)
+        if stray:
+            shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+            problems.append(f"unexpected {'file' if len(stray) == 1 else 'files'} in {folder}: {shown} (not part of "
+                            "the network; segnet keeps what it derives in the user cache: remove them)")
     return problems
 
 
@@ -294,6 +318,8 @@ def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str, 
     )
     attempts = retry.attempts or int(limit("SEGNET_DOWNLOAD_TRIES") or 1)
     most = int(limit("SEGNET_MAX_ARCHIVE_BYTES") or 0)
+    stall = float(limit("SEGNET_DOWNLOAD_STALL") or 0)
+    heard = time.monotonic()  # when this URL last sent something (an answer, body bytes)
     failures = 0
     validator = None  # ETag or Last-Modified of the first answer: resume only the same file (If-Range)
     bar = progress(None, label, unit="B", bytes=True)
@@ -306,8 +332,12 @@ def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str, 
                 if validator:
                     headers["If-Range"] = validator
             try:
-                timeout = (retry.connect_timeout, retry.read_timeout)
+                # no single wait may outlast the stall budget or the deadline: a server that accepts and never
+                # answers costs those, not tries x read_timeout
+                left = max(0.05, min(heard + stall, deadline) - time.monotonic())
+                timeout = (min(retry.connect_timeout, left), min(retry.read_timeout, left))
                 with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+                    heard = time.monotonic()
                     offset, total = _body_span(resp, have, dest)
                     if total is not None and total > most:
                         raise _SourceError(_too_big(f"is {total:,} bytes", most))
@@ -321,6 +351,7 @@ def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str, 
                         # read1 (urllib3 2) returns what one receive gave, so the deadline is checked often
                         read = getattr(resp.raw, "read1", resp.raw.read)
                         while chunk := read(_CHUNK, decode_content=False):
+                            heard = time.monotonic()
                             size += len(chunk)
                             if size > most:
                                 raise _SourceError(_too_big(f"sent more than {most:,} bytes", most))
@@ -335,6 +366,10 @@ def _download(session, url: str, dest: Path, retry: RetryPolicy, *, label: str, 
                 return
             except (_Transient, *network_errors) as exc:
                 reason = str(exc) if isinstance(exc, _Transient) else _network_reason(exc)
+                _check_deadline(deadline)
+                if time.monotonic() >= heard + stall:
+                    raise _SourceError(f"no answer: nothing received for {stall:g} s (a stalled server; "
+                                       "SEGNET_DOWNLOAD_STALL gives more time)") from exc
                 if _final(exc):  # offline, nothing listening, a redirect loop, a bad URL: trying again won't help
                     raise _SourceError(reason) from exc
                 failures += 1  # every failed try counts, also one that got some bytes (the next one resumes)
@@ -581,9 +616,42 @@ def _move_into_place(tmp: Path, dest: Path, keep_existing) -> bool:
 # -- locking and housekeeping ---------------------------------------------------------------------------
 
 
+class _HeldLock:
+    """The install lock of one network, held: what the process before us left (a failure note beside the
+    lock, so that a process that waited does not try the same stalled mirror again at once) and what we
+    leave."""
+
+    def __init__(self, info: NetworkInfo, path: Path):
+        self.info, self.note = info, path.with_name(path.name + ".failed")
+        self.waited_since: float | None = None  # wall-clock time our wait began; None: no wait
+
+    def check_others(self, downloading: bool) -> None:
+        """A failure of the process we waited for, noted after our wait began, is ours too (unless we install
+        from a local archive, which its failure says nothing about)."""
+        if self.waited_since is None or not downloading:
+            return
+        try:
+            note = json.loads(self.note.read_text(encoding="utf-8"))
+            at, reason = float(note["at"]), str(note["reason"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if at >= self.waited_since:
+            raise SegnetError(f"another process gave up installing {self.info.name} while this one waited for "
+                              f"it, so this one did not try again: {reason}")
+
+    def failed(self, reason: str) -> None:
+        with contextlib.suppress(SegnetError):
+            atomic_write(self.note, json.dumps({"at": time.time(), "reason": reason}).encode())
+
+    def succeeded(self) -> None:
+        self.note.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def _network_lock(info: NetworkInfo, root: Path):
-    """An inter-process lock per (models dir, network): one process downloads, the others wait.
+    """An inter-process lock per (models dir, network): one process downloads, the others wait, at most
+    ``SEGNET_DOWNLOAD_DEADLINE`` (as long as the one downloading may take) unless ``SEGNET_LOCK_TIMEOUT`` is
+    shorter. Released when the block ends, also by an error.
 
     The lock file lives in the user cache folder, not in the models directory, so that the models
     directory (possibly a source checkout's ``models/``) never gains files. Lock files stay after release
@@ -591,9 +659,15 @@ def _network_lock(info: NetworkInfo, root: Path):
     folder is not writable the lock falls back to ``<models dir>/.locks/``.
     """
     key = hashlib.sha256(os.fsencode(root.resolve())).hexdigest()[:16]
-    with locked(_lock_folder(root) / f"{info.name}-{key}.lock", f"another process installing {info.name}",
-                lambda: log.info(f"waiting for another process installing {info.name}")):
-        yield
+    path = _lock_folder(root) / f"{info.name}-{key}.lock"
+    held = _HeldLock(info, path)
+
+    def waiting() -> None:
+        held.waited_since = time.time()
+        log.info(f"waiting for another process installing {info.name}")
+
+    with locked(path, f"another process installing {info.name}", waiting, "SEGNET_DOWNLOAD_DEADLINE"):
+        yield held
 
 
 def _lock_folder(root: Path) -> Path:

@@ -18,6 +18,9 @@ MODEL_FILE = "fcn_resnet18.onnx"
 LABELS_FILE = "classes.txt"
 COLORS_FILE = "colors.txt"
 NETWORK_FILES = (MODEL_FILE, LABELS_FILE, COLORS_FILE)
+#: What a network that ships with segnet carries besides its network files (pyproject.toml's package data names
+#: the same): how it was trained and measured.
+SHIPPED_EXTRA_FILES = ("MODEL_CARD.md", "train.json", "train.log")
 
 BOX = "https://nvidia.box.com/shared/static/"
 GITHUB_MIRROR = "https://github.com/dusty-nv/jetson-inference/releases/download/model-mirror-190618/"

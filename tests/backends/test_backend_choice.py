@@ -34,6 +34,7 @@ def fresh_process_state(monkeypatch):
     reason = trt_backend.unusable_reason
     reason.cache_clear()
     monkeypatch.setattr(segnet.backends, "_auto_fallback", None)
+    monkeypatch.setattr(segnet.backends, "NVIDIA_GPU_SIGNS", (__file__,))  # as on a machine with a GPU
     yield
     reason.cache_clear()
 
@@ -146,3 +147,14 @@ def test_tensorrt_backend_module_imports_no_tensorrt_or_cuda():
             "'onnxruntime', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_auto_without_an_nvidia_gpu_runs_onnxruntime_without_advice(model, caplog, monkeypatch, tmp_path):
+    monkeypatch.setattr(segnet.backends, "NVIDIA_GPU_SIGNS", (str(tmp_path / "nvidia[0-9]*"),))
+    monkeypatch.setattr(trt_backend, "unusable_reason", lambda flavour="auto": pytest.fail("TensorRT was tried"))
+    with caplog.at_level(logging.INFO, logger="segnet"):
+        opened = backend(model, "auto")
+        assert run(opened).shape == (1, 5, 1, 2) and opened.description.startswith("onnxruntime")
+    assert said(caplog) == []
+    (tmp_path / "nvidia3").touch()  # a container that sees only its own GPU
+    assert segnet.backends.nvidia_gpu_present()

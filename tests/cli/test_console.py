@@ -1,8 +1,10 @@
 """segnet-console through its real entry point, on tiny constant-score networks and real images."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,18 +172,37 @@ def test_help_and_version_work_without_onnxruntime(tmp_path):
 
 
 def test_tensorrt_backend_is_one_line_and_auto_says_once_why(grid_net, tmp_path):
-    import importlib.util
-
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is importable here")
     proc = run_cli("--model", grid_net, "--backend=tensorrt", IMAGES / "city_0.jpg", tmp_path / "o.png")
     assert_one_line_error(proc, 1, "pip install 'segnet[tensorrt]'")
     assert not (tmp_path / "o.png").exists()
-    # a fresh process, as a user starts one: a folder is many images, and the line comes once
-    auto = run_process("--model", grid_net, IMAGES, tmp_path / "out")
+    # a fresh process, as a user starts one, on a machine with a GPU: a folder is many images, the line comes once
+    auto = console_where(True, "--model", grid_net, IMAGES, tmp_path / "out")
     assert auto.returncode == 0, auto.stderr
-    assert auto.stderr.count("TensorRT not used, running on onnxruntime") == 1
+    assert auto.stderr.count("TensorRT not used, running on onnxruntime: TensorRT is not installed: pip install") == 1
     assert "on onnxruntime (CPUExecutionProvider)" in auto.stderr
+
+
+def console_where(gpu: bool, *args):
+    """segnet-console in a fresh process on a machine that shows an NVIDIA GPU (``gpu``) or none."""
+    sign = __file__ if gpu else "/nonexistent/nvidia0"
+    code = (f"import sys, segnet.backends as b; b.NVIDIA_GPU_SIGNS = ({sign!r},); "
+            "from segnet.cli.console import main; sys.exit(main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "no-gpu"])
+def test_tensorrt_advice_only_where_an_nvidia_gpu_is_and_never_for_legend_alone(grid_net, tmp_path, gpu):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is importable here")
+    run = console_where(gpu, "--model", grid_net, IMAGES / "city_0.jpg", tmp_path / "o.png")
+    assert run.returncode == 0 and (tmp_path / "o.png").is_file(), run.stderr
+    assert run.stderr.count("pip install 'segnet[tensorrt]'") == (1 if gpu else 0), run.stderr
+    legend = console_where(gpu, "--model", grid_net, "--legend", tmp_path / "legend.png")
+    assert legend.returncode == 0 and (tmp_path / "legend.png").is_file(), legend.stderr
+    assert "TensorRT" not in legend.stderr
 
 
 def test_quiet_auto_run_writes_nothing_to_stderr(tmp_path):
@@ -190,4 +211,4 @@ def test_quiet_auto_run_writes_nothing_to_stderr(tmp_path):
     proc = run_process("-q", "--backend=auto", IMAGES / "camvid_0.jpg", out)
     assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", "") and out.is_file()
     loud = run_process("-v", "--backend=auto", IMAGES / "camvid_0.jpg", tmp_path / "loud.jpg")
-    assert "TensorRT not used" in loud.stderr and "fcn-resnet18-camvid-480x352 (480x352, 11 classes)" in loud.stderr
+    assert "fcn-resnet18-camvid-480x352 (480x352, 11 classes)" in loud.stderr

@@ -114,11 +114,33 @@ def test_write_failure_mid_save_leaves_nothing(tmp_path, monkeypatch):
     (["--alpha=abc"], "--alpha abc: give a number from 0 to 255"),
     (["--precision=int8"], "--precision int8: choose fp16 or fp32"),
     (["--batch-size=0"], "--batch-size 0: give a whole number from 1 to 1024"),
-    (["--no-such-flag"], "unrecognized arguments"),
+    (["--no-such-flag"], "unrecognized option --no-such-flag (see --help)"),
 ])
 def test_bad_flags_are_usage_errors(net, tmp_path, args, pattern):
     assert_one_line_error(run_cli("--model", net, *args, IMAGES / "city_0.jpg", tmp_path / "o.png"), 2,
                           pattern)
+
+
+@pytest.mark.parametrize("prog, args, flag", [
+    ("segnet-console", ["--alpa", "200"], "--alpha"),
+    ("segnet-console", ["--filter-mdoe=point"], "--filter-mode"),
+    ("segnet-eval", ["--batch-sise", "2"], "--batch-size"),
+    ("segnet-bench", ["--repaet", "2"], "--repeat"),
+    ("segnet-download-models", ["--modles-dir", "x"], "--models-dir"),
+])
+def test_a_misspelt_flag_with_a_value_names_the_flag_it_meant(tmp_path, prog, args, flag):
+    """Not "unrecognized arguments: --alpa out.png": the value must not shift the positionals."""
+    proc = run_cli(*args, IMAGES / "city_0.jpg", tmp_path / "o.png", prog=prog)
+    line = assert_one_line_error(proc, 2, prog=prog)
+    assert line == f"{prog}: error: unrecognized option {args[0].split('=')[0]}: did you mean {flag}?"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_abbreviated_flags_and_paths_after_double_dash_still_work(net, tmp_path):
+    (tmp_path / "--odd.png").write_bytes((IMAGES / "city_0.jpg").read_bytes())
+    proc = run_cli("--model", net, "--alph", "200", "--", tmp_path / "--odd.png", tmp_path / "o.png")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "o.png").is_file()
 
 
 def test_unknown_network_suggests_close_names(tmp_path):

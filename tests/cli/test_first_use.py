@@ -169,3 +169,20 @@ def test_a_file_name_that_is_not_text_does_not_break_strict_stdout(net, tmp_path
     proc = run_process("--model", net, "--stats", str(tmp_path / "*.jpg"), env=env)
     assert proc.returncode == 0, proc.stderr
     assert "caf\\udce9.jpg:" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_an_fp16_run_of_the_shipped_network_writes_nothing_into_models(tmp_path, user_cache):
+    """An editable install wrote the FP16 copy (23 MB) and a lock into models/, which git and wheels then took."""
+    shipped = ROOT / "models"
+
+    def listing():
+        return sorted((p.relative_to(shipped).as_posix(), p.stat().st_size) for p in shipped.rglob("*"))
+
+    before = listing()
+    source = IMAGES / "camvid_0.jpg"
+    source_bytes = source.read_bytes()
+    proc = run_process("--backend=onnxruntime", "--precision=fp16", source, tmp_path / "out.png")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.png").is_file() and source.read_bytes() == source_bytes
+    assert listing() == before
+    assert list((user_cache / "segnet" / "engines").glob("fcn_resnet18.fp16.*.onnx"))  # made, in the user cache

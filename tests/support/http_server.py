@@ -24,6 +24,7 @@ class Route:
     ignore_range: bool = False  # answer 200 with the whole body even when asked for a range
     delay: float = 0.0  # seconds to wait before answering
     redirect: str | None = None  # answer 302 to this path (a path redirecting to itself loops)
+    stall: bool = False  # accept the request and never answer (until the server closes)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ class ArchiveServer:
     def __init__(self):
         self.routes: dict[str, Route] = {}
         self.requests: list[Request] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: wait_for_gets's predicate calls gets() holding it
+        self._arrived = threading.Condition(self._lock)
+        self._closing = threading.Event()
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
@@ -60,11 +63,17 @@ class ArchiveServer:
         with self._lock:
             return [r for r in self.requests if r.method == "GET" and r.path == path]
 
+    def wait_for_gets(self, path: str, count: int = 1, timeout: float = 60) -> bool:
+        """Wait until ``count`` GETs of ``path`` have arrived; False if ``timeout`` passed first."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.gets(path)) >= count, timeout)
+
     def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info):
+        self._closing.set()  # stalled requests end
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)
@@ -81,6 +90,7 @@ def _handler_for(server: ArchiveServer):
         def do_GET(self):
             with server._lock:
                 server.requests.append(Request("GET", self.path, dict(self.headers.items())))
+                server._arrived.notify_all()
                 route = server.routes.get(self.path)
                 drop = route is not None and route.drop_after is not None and route.drops > 0
                 if drop:
@@ -88,6 +98,9 @@ def _handler_for(server: ArchiveServer):
             if route is None:
                 return self._text(404, "Not Found")
             time.sleep(route.delay)
+            if route.stall:
+                server._closing.wait()
+                return
             if route.redirect is not None:
                 self.send_response(302)
                 self.send_header("Location", route.redirect)

@@ -450,7 +450,7 @@ def test_cli_damaged_local_archive_fails_cleanly(tmp_path, models, archive, caps
     (["--archive", "x.tar.gz", "fcn-resnet18-voc", "fcn-resnet18-sun"], "one network"),
     (["--archive", "mystery.tar.gz"], "cannot tell which network"),
     (["--verify", "--list"], "cannot be combined"),
-    (["--bogus"], "unrecognized arguments"),
+    (["--bogus"], "unrecognized option --bogus"),
 ])
 def test_cli_usage_errors_exit_2_with_one_line(models, capsys, argv, words):
     assert main(["--models-dir", str(models), *argv]) == 2

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +29,7 @@ from tests.support.http_server import ArchiveServer
 from tests.zoo.conftest import FAST
 
 SHIPPED = find_network(DEFAULT_NETWORK)
+REPO = Path(__file__).resolve().parents[2]
 
 
 
@@ -265,3 +271,111 @@ def test_waiting_for_another_download_has_a_limit(models, server, monkeypatch):
     with download._network_lock(INFO, models), pytest.raises(SegnetError, match=expected):
         install(INFO, models, urls=[url], retry=FAST)
     assert server.gets("/n.tar.gz") == [] and not (models / INFO.name).exists()
+
+
+# -- stalled mirrors and the processes waiting for them ---------------------------------------------------------
+
+
+def test_a_stalled_mirror_is_left_after_the_stall_limit_in_one_line(models, server, monkeypatch):
+    """A server that accepts and never answers costs SEGNET_DOWNLOAD_STALL, not tries x the read timeout."""
+    stalled = server.add(f"/zoo/{INFO.archive}.tar.gz", b"", stall=True)
+    monkeypatch.setenv("SEGNET_MODEL_MIRROR", server.url("/zoo"))
+    monkeypatch.setenv("SEGNET_DOWNLOAD_STALL", "0.5")
+    before = tree(models)
+    proc = download_cli("--models-dir", models, INFO.name)
+    line = assert_one_line_error(proc, 1, prog="segnet-download-models")
+    assert (f"tried {stalled} (no answer: nothing received for 0.5 s (a stalled server; SEGNET_DOWNLOAD_STALL "
+            "gives more time))") in line
+    assert len(server.gets(f"/zoo/{INFO.archive}.tar.gz")) == 1  # nothing will come: not asked again
+    assert tree(models) == before
+
+
+def test_a_process_waiting_for_a_stalled_download_gives_up_with_it(tmp_path, models, server):
+    """Two real processes: the first gives up at its deadline and releases the lock; the second, which waited,
+    says why in one line instead of trying the same stalled mirror again."""
+    path = f"/zoo/{INFO.archive}.tar.gz"
+    server.add(path, b"", stall=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SEGNET_MODEL_MIRROR": server.url("/zoo"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("SEGNET_MODELS", None)
+    before = tree(models)
+    command = [sys.executable, "-m", "segnet.cli.download", "--models-dir", str(models), INFO.name]
+    first = subprocess.Popen(command, env={**env, "SEGNET_DOWNLOAD_DEADLINE": "8"}, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert server.wait_for_gets(path, 1, timeout=60)
+        second = subprocess.Popen(command, env={**env, "SEGNET_DOWNLOAD_DEADLINE": "600"},
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            said = second.stderr.readline()  # blocks until the second process says what it does
+            assert said == f"segnet: waiting for another process installing {INFO.name}\n", said
+            first_err = first.communicate(timeout=60)[1]
+            gave_up = time.monotonic()
+            second_err = said + second.communicate(timeout=60)[1]
+            waited_after = time.monotonic() - gave_up
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+    first_line = assert_one_line_error(subprocess.CompletedProcess([], first.returncode, "", first_err), 1,
+                                       prog="segnet-download-models")
+    assert "(the download deadline passed (SEGNET_DOWNLOAD_DEADLINE gives more time))" in first_line
+    assert "(not tried: the 8 s deadline had passed" in first_line  # no other mirror was reached
+    second_line = assert_one_line_error(subprocess.CompletedProcess([], second.returncode, "", second_err), 1,
+                                        prog="segnet-download-models")
+    assert second_line == (f"segnet-download-models: error: another process gave up installing {INFO.name} while "
+                           f"this one waited for it, so this one did not try again: {first_line.split(': ', 2)[2]}")
+    assert waited_after < 30  # it ended with the first, not after its own 600 s
+    assert len(server.gets(path)) == 1 and tree(models) == before
+
+
+def test_waiting_for_another_download_is_bounded_by_the_download_deadline(models, server, monkeypatch):
+    url = server.add("/n.tar.gz", make_archive())
+    monkeypatch.setenv("SEGNET_DOWNLOAD_DEADLINE", "0.2")
+    monkeypatch.setenv("SEGNET_MODEL_MIRROR", url.rsplit("/", 1)[0])
+    with download._network_lock(INFO, models):  # held as by another process downloading the same network
+        proc = download_cli("--models-dir", models, INFO.name)
+    assert_one_line_error(proc, 1, f"gave up after 0.2 s waiting for another process installing {INFO.name} (lock ",
+                          prog="segnet-download-models")
+    assert proc.stderr.rstrip().endswith("or wait longer with SEGNET_DOWNLOAD_DEADLINE")
+    assert server.gets("/n.tar.gz") == [] and not (models / INFO.name).exists()
+
+
+# -- nothing derived in the models folder ---------------------------------------------------------------------
+
+
+def test_a_download_leaves_only_the_network_in_the_models_folder(tmp_path, models, server, monkeypatch):
+    server.add(f"/zoo/{INFO.archive}.tar.gz", make_archive())
+    monkeypatch.setenv("SEGNET_MODEL_MIRROR", server.url("/zoo"))
+    before = tree(models)
+    proc = download_cli("--models-dir", models, INFO.name)
+    assert proc.returncode == 0, proc.stderr
+    added = sorted(set(tree(models)) - set(before))
+    assert added == sorted([INFO.name, *(f"{INFO.name}/{n}" for n in (*NETWORK_FILES, MANIFEST_NAME))])
+    assert list((tmp_path / "cache" / "segnet" / "locks").glob(f"{INFO.name}-*.lock"))  # the lock: user cache
+    assert download_cli("--models-dir", models, "--verify", INFO.name).stdout == f"{INFO.name}: ok\n"
+
+
+def test_verify_reports_files_that_are_not_part_of_a_network(models, server, monkeypatch):
+    server.add(f"/zoo/{INFO.archive}.tar.gz", make_archive())
+    monkeypatch.setenv("SEGNET_MODEL_MIRROR", server.url("/zoo"))
+    assert download_cli("--models-dir", models, INFO.name).returncode == 0
+    (models / INFO.name / "fcn_resnet18.fp16.0123456789abcdef.ort1.20.onnx").write_bytes(b"x" * 100)
+    (models / INFO.name / ".fcn_resnet18.lock").touch()
+    copy = models / SHIPPED.name  # the shipped network's files, and an FP16 copy an older segnet left
+    copy.mkdir()
+    for name in NETWORK_FILES:
+        (copy / name).symlink_to(shipped_dir() / SHIPPED.name / name)
+    (copy / "fcn_resnet18.fp16.onnx").touch()
+    before = tree(models)
+
+    proc = download_cli("--models-dir", models, "--verify", INFO.name, SHIPPED.name)
+
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"segnet-download-models: error: {INFO.name}: unexpected files in {models / INFO.name}: .fcn_resnet18.lock, "
+        "fcn_resnet18.fp16.0123456789abcdef.ort1.20.onnx (not part of the network; segnet keeps what it derives in "
+        "the user cache: remove them)",
+        f"segnet-download-models: error: {SHIPPED.name}: unexpected file in {copy}: fcn_resnet18.fp16.onnx (not "
+        "part of the network; segnet keeps what it derives in the user cache: remove them)"]
+    assert tree(models) == before  # reported, not removed

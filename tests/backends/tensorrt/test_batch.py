@@ -29,6 +29,7 @@ def fakes(monkeypatch):
     monkeypatch.setattr(trt_backend, "import_tensorrt", lambda flavour="auto": fake)
     monkeypatch.setattr(trt_backend, "unusable_reason", lambda flavour="auto": None)
     monkeypatch.setattr(segnet.backends, "_auto_fallback", None)  # no fallback remembered from earlier tests
+    monkeypatch.setattr(segnet.backends, "NVIDIA_GPU_SIGNS", (__file__,))  # the fake GPU's machine shows one
     monkeypatch.setattr(segnet.backends.tensorrt.cuda, "open_cuda", lambda: cuda)
     return cuda, record
 

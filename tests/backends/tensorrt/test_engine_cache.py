@@ -92,20 +92,22 @@ def test_timing_cache_is_per_tensorrt_version_and_gpu():
         engine_cache.timing_cache_name("10.16.1.11", "NVIDIA H200", (9, 0))
 
 
-def test_engines_go_next_to_a_writable_model(tmp_path, monkeypatch):
-    monkeypatch.delenv("SEGNET_CACHE", raising=False)
-    model = tmp_path / "net" / "fcn_resnet18.onnx"
-    model.parent.mkdir()
-    assert engine_cache.cache_dir(model) == model.parent
-
-
-def test_read_only_model_folder_falls_back_to_user_cache(tmp_path, monkeypatch):
+def test_engines_go_to_the_user_cache_never_beside_the_model(tmp_path, monkeypatch):
+    """The model's folder may be a checkout's models/, where git and a wheel build would pick them up."""
     monkeypatch.delenv("SEGNET_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     model = tmp_path / "net" / "fcn_resnet18.onnx"
     model.parent.mkdir()
-    folder = engine_cache.cache_dir(model, writable=lambda p: p != model.parent)
+    folder = engine_cache.cache_dir(model)
     assert folder == tmp_path / "xdg" / "segnet" / "engines" and folder.is_dir()
+    assert list(model.parent.iterdir()) == []
+
+
+def test_an_unwritable_user_cache_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEGNET_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(SegnetError, match="is not writable .set one with engine_cache or SEGNET_CACHE.$"):
+        engine_cache.cache_dir(tmp_path / "m.onnx", writable=lambda p: False)
 
 
 @pytest.mark.skipif(not Path("/proc/version").is_file(), reason="needs Linux /proc")

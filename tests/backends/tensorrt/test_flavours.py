@@ -38,6 +38,7 @@ def fresh_process_state(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     trt_backend.unusable_reason.cache_clear()
     monkeypatch.setattr(segnet.backends, "_auto_fallback", None)
+    monkeypatch.setattr(segnet.backends, "NVIDIA_GPU_SIGNS", (__file__,))  # the stand-in GPUs' machine shows one
     yield
     trt_backend.unusable_reason.cache_clear()
 

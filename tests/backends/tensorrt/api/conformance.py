@@ -93,7 +93,7 @@ def backend_behaviour(model: str) -> dict:
     import numpy as np
 
     from segnet import Options
-    from segnet.backends import open_backend
+    from segnet.backends import nvidia_gpu_present, open_backend
     from segnet.backends import tensorrt as backend
     from segnet.cli.common import configure_output
     from segnet.errors import SegnetError, name_options_as_flags
@@ -113,6 +113,7 @@ def backend_behaviour(model: str) -> dict:
                 result["auto_shape"] = list(opened.infer(np.zeros(opened.input.shape, np.float32)).shape)
                 result["auto_description"] = opened.description
     result["auto_stderr"] = stderr.getvalue()
+    result["nvidia_gpu_present"] = nvidia_gpu_present()
     return result
 
 
