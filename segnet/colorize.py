@@ -24,11 +24,13 @@ def _positions(n_out: int, span: tuple[float, float] | None = None) -> np.ndarra
     return p if span is None else (_f32(span[0]) + p * _f32(span[1] - span[0])).astype(_f32)
 
 
-def _point_axis(n_out: int, n_grid: int, span=None) -> np.ndarray:
+def point_axis(n_out: int, n_grid: int, span=None) -> np.ndarray:
+    """The grid cell per output position (point filter). Public, as ``linear_axis``: the device's drawing
+    (``drawing.axis_samples``) is fed the very same samples."""
     return np.minimum((_positions(n_out, span) * _f32(n_grid)).astype(np.intp), n_grid - 1)
 
 
-def _linear_axis(n_out: int, n_grid: int, span=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_axis(n_out: int, n_grid: int, span=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i1, i2, d)`` per output position: the two grid cells and the weight of the second."""
     c = np.maximum(_positions(n_out, span) * _f32(n_grid) - _f32(0.5), _f32(0))
     i1 = np.minimum(c.astype(np.intp), n_grid - 1)
@@ -45,7 +47,8 @@ def _runs(keys: np.ndarray) -> Iterator[tuple[int, int]]:
             yield start, min(start + _RUN, hi)
 
 
-def _spans(region):
+def spans(region):
+    """``region`` ``(x0, y0, x1, y1)`` as the x and y spans the axis functions take."""
     return (None, None) if region is None else ((region[0], region[2]), (region[1], region[3]))
 
 
@@ -56,17 +59,17 @@ def color_rows(classes: np.ndarray, colors: np.ndarray, width: int, height: int,
     yielded (the buffer is reused). ``region`` ``(x0, y0, x1, y1)``: the part of the grid to show."""
     gh, gw = classes.shape
     grid = colors[classes]  # [gh, gw, 4]
-    xspan, yspan = _spans(region)
+    xspan, yspan = spans(region)
     if filter_mode == "point":
-        rows = grid[:, _point_axis(width, gw, xspan)]  # [gh, width, 4]
-        ys = _point_axis(height, gh, yspan)
+        rows = grid[:, point_axis(width, gw, xspan)]  # [gh, width, 4]
+        ys = point_axis(height, gh, yspan)
         for lo, hi in _runs(ys):
             yield lo, np.broadcast_to(rows[ys[lo]], (hi - lo, width, 4))
         return
-    x1, x2, dx = _linear_axis(width, gw, xspan)
+    x1, x2, dx = linear_axis(width, gw, xspan)
     dx = dx[None, :, None]
     rows = grid[:, x1] * (_f32(1) - dx) + grid[:, x2] * dx  # along x first: [gh, width, 4]
-    y1, y2, dy = _linear_axis(height, gh, yspan)
+    y1, y2, dy = linear_axis(height, gh, yspan)
     buffer = np.empty((_RUN, width, 4), _f32)
     for lo, hi in _runs(y1):
         top = rows[y1[lo]]
@@ -94,7 +97,7 @@ def overlay(image: np.ndarray, classes: np.ndarray, colors: np.ndarray,
     height, width = image.shape[:2]
     # jetson samples the input at (int(px * in_w), int(py * in_h)); with float32 rounding that is not
     # always the identity, so the same indices are computed rather than assumed.
-    xs, ys = _point_axis(width, width), _point_axis(height, height)
+    xs, ys = point_axis(width, width), point_axis(height, height)
     same_x = bool(np.array_equal(xs, np.arange(width)))
     out = np.empty_like(image)
     for y0, rgba in color_rows(classes, colors, width, height, filter_mode, region):
