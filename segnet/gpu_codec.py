@@ -55,6 +55,8 @@ class GpuCodec:
         self.device = device
         self.on_gpu = False
         self.reason = ""  # why the GPU codec is not used ("" when it is)
+        #: images each side decoded and encoded so far (the CPU's include the GPU's refusals)
+        self.counts = {"gpu_decoded": 0, "cpu_decoded": 0, "gpu_encoded": 0, "cpu_encoded": 0}
         # nvImageCodec's module, decoder, encoder and parameters once started (None: the CPU codecs only)
         self._nvimgcodec: Any = None
         self._decoder: Any = None
@@ -109,6 +111,9 @@ class GpuCodec:
                 images = [None] * len(streams)
             for index, image in zip(where, images):
                 results[index] = _host_rgb(image)
+        gpu = sum(result is not None for result in results)
+        self.counts["gpu_decoded"] += gpu
+        self.counts["cpu_decoded"] += len(paths) - gpu
         return [_cpu_read(path) if result is None else result for result, path in zip(results, paths)]
 
     def _stream(self, path):
@@ -142,6 +147,9 @@ class GpuCodec:
             for index, stream in enumerate(streams):
                 if stream is not None:
                     encoded[index] = bytes(memoryview(stream))  # a CodeStream exposes its bytes as a buffer
+        gpu = sum(data is not None for data in encoded)
+        self.counts["gpu_encoded"] += gpu
+        self.counts["cpu_encoded"] += len(pictures) - gpu
         return [data if data is not None else _cpu_jpeg(picture) for data, picture in zip(encoded, pictures)]
 
     def write_images(self, pictures: Sequence[np.ndarray],

@@ -111,6 +111,7 @@ class _StandIn:
 def _started(stand_in) -> GpuCodec:
     codec = GpuCodec.__new__(GpuCodec)
     codec.on_gpu, codec.reason, codec.device = True, "", 0
+    codec.counts = dict.fromkeys(("gpu_decoded", "cpu_decoded", "gpu_encoded", "cpu_encoded"), 0)
     codec._nvimgcodec, codec._decoder, codec._encoder = stand_in, stand_in, stand_in
     codec._params = "params"
     codec._decode_params = None
@@ -119,9 +120,11 @@ def _started(stand_in) -> GpuCodec:
 
 def test_what_the_gpu_refuses_goes_through_the_cpu_per_image(files, monkeypatch):
     stand_in = _StandIn(refuse={"peds_2.jpg"})
-    results = _started(stand_in).read_images(files)
+    codec = _started(stand_in)
+    results = codec.read_images(files)
     _same_as_cpu(results, files)  # nothing lost, every error the CPU's own
     assert stand_in.decoded == ["city_0.jpg", "peds_2.jpg"]  # not the PNG, the CMYK JPEG nor the broken files
+    assert codec.counts["gpu_decoded"] == 1 and codec.counts["cpu_decoded"] == len(files) - 1
 
     monkeypatch.setenv("SEGNET_MAX_IMAGE_PIXELS", str(1024 * 512 - 1))
     stand_in.decoded = []
@@ -132,10 +135,11 @@ def test_what_the_gpu_refuses_goes_through_the_cpu_per_image(files, monkeypatch)
 def test_pictures_the_gpu_encoder_refuses_are_encoded_by_pillow(tmp_path):
     stand_in = _StandIn()
     codec = _started(stand_in)
-    pictures = [read_image(IMAGES / name) for name in ("city_0.jpg", "humans_3.jpg", "humans_0.jpg")]
+    pictures = [read_image(IMAGES / name) for name in ("city_0.jpg", "humans_0.jpg", "humans_3.jpg")]  # 413 wide
     paths = [tmp_path / "a.jpg", tmp_path / "b.JPEG", tmp_path / "c.png"]
     assert codec.write_images(pictures, paths) == [None, None, None]
     assert stand_in.encoded == 2  # the PNG never went to the GPU encoder; the odd-width picture came back
+    assert codec.counts["gpu_encoded"] == 1 and codec.counts["cpu_encoded"] == 1
     for picture, path in zip(pictures, paths):
         write_image(picture, tmp_path / f"want{path.suffix}")
         assert path.read_bytes() == (tmp_path / f"want{path.suffix}").read_bytes()
