@@ -261,10 +261,11 @@ class _Bound:
         self.fed: dict[str, np.ndarray] = {}
         self.picture = None
         if draw_feed is not None:
-            for name, array in draw_feed.items():
-                self.drawing[name] = value.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+            for name, array in draw_feed.items():  # buffers of their own: refilling never touches the caller's
+                self.drawing[name] = value.ortvalue_from_shape_and_type(list(array.shape), array.dtype, "cuda", 0)
+                self.drawing[name].update_inplace(np.ascontiguousarray(array))
                 self.binding.bind_ortvalue_input(name, self.drawing[name])
-            self.fed = dict(draw_feed)
+            self.fed = {name: array.copy() for name, array in draw_feed.items()}  # copies: callers may reuse theirs
             picture = picture_shape(shape[1], shape[2], DrawSpec.of_kind(str(backend.draws)))
             self.picture = value.ortvalue_from_shape_and_type([n, *picture], np.uint8, "cuda", 0)
             self.binding.bind_ortvalue_output(PICTURE, self.picture)
@@ -276,10 +277,9 @@ class _Bound:
     def run(self, images: np.ndarray, draw_feed: dict[str, np.ndarray] | None = None) -> tuple:
         self.image.update_inplace(np.ascontiguousarray(images))
         for name, array in (draw_feed or {}).items():  # new colours, filter or region: same shapes, same buffers
-            previous = self.fed.get(name)
-            if previous is not array and (previous is None or not np.array_equal(previous, array)):
+            if not np.array_equal(self.fed[name], array):  # a few thousand values at most
                 self.drawing[name].update_inplace(np.ascontiguousarray(array))
-                self.fed[name] = array
+                self.fed[name] = array.copy()
         self.session.run_with_iobinding(self.binding, self.run_options)
         pictures = () if self.picture is None else (self.picture.numpy(),)
         return (self.class_map.numpy(), self.scores.numpy(), *pictures)

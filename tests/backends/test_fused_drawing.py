@@ -89,3 +89,38 @@ def test_a_picture_of_another_kind_is_refused(segmenter, colors):
     backend.fuse(backend.fused)
     with pytest.raises(SegnetError, match=r"needs a fused graph that draws: call fuse\(spec, draw\)"):
         backend.infer_pictures(_batches()[1], colors, DrawSpec())
+
+
+def test_bound_buffers_refill_the_drawing_inputs_when_they_change(segmenter, colors, monkeypatch):
+    """The CUDA path (device buffers bound once, refilled in place) run with CPU buffers: a new filter and
+    new colours on the same shape must reach the graph, and the picture must come back."""
+    from segnet.backends import onnxruntime as module
+
+    real = segmenter.backend._ort.OrtValue
+
+    class CpuValue:  # _Bound's "cuda" buffers, made on the CPU
+        @staticmethod
+        def ortvalue_from_shape_and_type(shape, dtype, device, index):
+            return real.ortvalue_from_shape_and_type(shape, dtype, "cpu", 0)
+
+        @staticmethod
+        def ortvalue_from_numpy(array, device, index):  # on the CPU it wraps the array; on CUDA it copies
+            return real.ortvalue_from_numpy(array.copy(), "cpu", 0)
+
+    backend = segmenter.backend
+    monkeypatch.setattr(backend._ort, "OrtValue", CpuValue)
+    monkeypatch.setattr(module, "IO_BINDING", True)
+    monkeypatch.setattr(module, "CUDA_GRAPHS", False)
+    monkeypatch.setattr(type(backend), "on_cuda", property(lambda self: True))
+    backend.fuse(backend.fused, DrawSpec.of_kind("composite"))
+    batch = _batches()[0]
+    table = colors.copy()
+    for filter_mode in ("linear", "point", "linear"):
+        spec = DrawSpec.of_kind("composite", filter_mode)
+        table[:, 3] = 255 - table[:, 3]  # the same array, changed in place: it must still be sent again
+        pictures, maps, _ = backend.infer_pictures(batch, table, spec)
+        for image, picture, class_map in zip(batch, pictures, maps):
+            assert _compare(picture, draw(image, class_map, table, spec))[0] <= 1
+    assert list(backend._bound) == [batch.shape[:3]]  # one shape, bound once, refilled
+    got_maps, _ = backend.infer_images(batch)
+    assert (got_maps == maps).all()
