@@ -49,6 +49,11 @@ class DrawSpec:
         """The spec that draws ``kind`` (one of ``KINDS``)."""
         return cls(("overlay", "mask") if kind == "composite" else (kind,), filter_mode, region)
 
+    @classmethod
+    def of_options(cls, options, region=None) -> DrawSpec:
+        """The spec of an ``Options`` object's ``visualize`` and ``filter_mode`` (and an image's ``region``)."""
+        return cls(options.visualize, options.filter_mode, region)
+
     @property
     def kind(self) -> str:
         """overlay, mask, composite (overlay and mask) or classes."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segnet import colorize
+from segnet import Options, colorize
 from segnet.drawing import DrawSpec, axis_samples, draw, picture_shape
 from segnet.errors import OptionError
 from segnet.segmenter import Segmentation
@@ -35,6 +35,8 @@ def test_the_point_filter_as_a_blend_with_zero_weights_gives_its_cells():
 
 def test_specs_are_checked_once():
     assert DrawSpec("mask|overlay").kind == "composite" and DrawSpec.of_kind("composite").kind == "composite"
+    spec = DrawSpec.of_options(Options(visualize="mask", filter_mode="point"), (0.0, 0.1, 1.0, 0.9))
+    assert spec == DrawSpec(("mask",), "point", (0.0, 0.1, 1.0, 0.9)) and spec.kind == "mask"
     with pytest.raises(OptionError):
         DrawSpec(("overlay",), "cubic")
     with pytest.raises(OptionError):

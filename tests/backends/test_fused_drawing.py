@@ -124,3 +124,13 @@ def test_bound_buffers_refill_the_drawing_inputs_when_they_change(segmenter, col
     assert list(backend._bound) == [batch.shape[:3]]  # one shape, bound once, refilled
     got_maps, _ = backend.infer_images(batch)
     assert (got_maps == maps).all()
+
+
+def test_composites_of_images_too_small_to_halve(segmenter, colors):
+    backend = segmenter.backend
+    backend.fuse(backend.fused, DrawSpec.of_kind("composite"))
+    rng = np.random.default_rng(0)
+    for height, width in [(1, 1), (1, 5), (5, 1), (2, 3), (3, 2)]:  # no half-size mask, or a one-pixel one
+        image = rng.integers(0, 256, (1, height, width, 3), np.uint8)
+        pictures, maps, _ = backend.infer_pictures(image, colors, DrawSpec.of_kind("composite"))
+        assert _compare(pictures[0], draw(image[0], maps[0], colors, DrawSpec.of_kind("composite"))) == (0, 0)
