@@ -14,6 +14,10 @@ The contract, for the CPU here and for its device twin (``backends/fused.py``'s 
   sample positions and weights, because they come from ``axis_samples`` on the CPU as graph inputs. The
   device's pictures are within one level per channel of these (identical on onnxruntime's CPU provider;
   tests/backends/test_fused_drawing.py holds the two together).
+
+A runner picks one: a backend fused with ``fuse(spec, draw)`` (``backend.draws == draw.kind``) returns the
+batch's pictures with its class maps from ``infer_pictures``; otherwise it calls ``draw`` per image with the
+class maps ``infer``/``infer_images`` gave. The pictures are the same either way.
 """
 
 from __future__ import annotations
