@@ -59,8 +59,8 @@ def sequential(segmenter, paths, visualize, out_dir: Path, fmt: str) -> dict:
 
 def pipelined(segmenter, paths, visualize, out_dir: Path, fmt: str, workers: int, processes: int = 0) -> dict:
     """The executors of ``segnet-console``: ``workers`` threads, or ``processes`` worker processes when > 0,
-    drawing through ``colorize.draw`` and writing each picture."""
-    from .colorize import Drawing
+    drawing through ``drawing.draw`` and writing each picture."""
+    from .drawing import DrawSpec
     from .run import processes as worker_processes
     from .run import threads
     from .run.job import Job
@@ -78,7 +78,7 @@ def pipelined(segmenter, paths, visualize, out_dir: Path, fmt: str, workers: int
 
     jobs = (Job(i, str(p), functools.partial(read_image, p), out_dir / f"pipe{i}.{fmt}", path=p)
             for i, p in enumerate(paths))
-    drawing = Drawing.of(visualize, segmenter.filter_mode)
+    drawing = DrawSpec(visualize, segmenter.filter_mode)
     start = time.perf_counter()
     if processes:
         stats = worker_processes.run(segmenter, jobs, sink, processes=processes, drawing=drawing)

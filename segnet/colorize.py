@@ -9,11 +9,8 @@ equals jetson's four-weight blend up to float32 rounding (within one level after
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
-
-from .options import visualize as check_visualize
 
 FILTER_MODES = ("point", "linear")
 _f32 = np.float32
@@ -27,11 +24,13 @@ def _positions(n_out: int, span: tuple[float, float] | None = None) -> np.ndarra
     return p if span is None else (_f32(span[0]) + p * _f32(span[1] - span[0])).astype(_f32)
 
 
-def _point_axis(n_out: int, n_grid: int, span=None) -> np.ndarray:
+def point_axis(n_out: int, n_grid: int, span=None) -> np.ndarray:
+    """The grid cell per output position (point filter). Public, as ``linear_axis``: the device's drawing
+    (``drawing.axis_samples``) is fed the very same samples."""
     return np.minimum((_positions(n_out, span) * _f32(n_grid)).astype(np.intp), n_grid - 1)
 
 
-def _linear_axis(n_out: int, n_grid: int, span=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_axis(n_out: int, n_grid: int, span=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i1, i2, d)`` per output position: the two grid cells and the weight of the second."""
     c = np.maximum(_positions(n_out, span) * _f32(n_grid) - _f32(0.5), _f32(0))
     i1 = np.minimum(c.astype(np.intp), n_grid - 1)
@@ -48,7 +47,8 @@ def _runs(keys: np.ndarray) -> Iterator[tuple[int, int]]:
             yield start, min(start + _RUN, hi)
 
 
-def _spans(region):
+def spans(region):
+    """``region`` ``(x0, y0, x1, y1)`` as the x and y spans the axis functions take."""
     return (None, None) if region is None else ((region[0], region[2]), (region[1], region[3]))
 
 
@@ -59,17 +59,17 @@ def color_rows(classes: np.ndarray, colors: np.ndarray, width: int, height: int,
     yielded (the buffer is reused). ``region`` ``(x0, y0, x1, y1)``: the part of the grid to show."""
     gh, gw = classes.shape
     grid = colors[classes]  # [gh, gw, 4]
-    xspan, yspan = _spans(region)
+    xspan, yspan = spans(region)
     if filter_mode == "point":
-        rows = grid[:, _point_axis(width, gw, xspan)]  # [gh, width, 4]
-        ys = _point_axis(height, gh, yspan)
+        rows = grid[:, point_axis(width, gw, xspan)]  # [gh, width, 4]
+        ys = point_axis(height, gh, yspan)
         for lo, hi in _runs(ys):
             yield lo, np.broadcast_to(rows[ys[lo]], (hi - lo, width, 4))
         return
-    x1, x2, dx = _linear_axis(width, gw, xspan)
+    x1, x2, dx = linear_axis(width, gw, xspan)
     dx = dx[None, :, None]
     rows = grid[:, x1] * (_f32(1) - dx) + grid[:, x2] * dx  # along x first: [gh, width, 4]
-    y1, y2, dy = _linear_axis(height, gh, yspan)
+    y1, y2, dy = linear_axis(height, gh, yspan)
     buffer = np.empty((_RUN, width, 4), _f32)
     for lo, hi in _runs(y1):
         top = rows[y1[lo]]
@@ -97,7 +97,7 @@ def overlay(image: np.ndarray, classes: np.ndarray, colors: np.ndarray,
     height, width = image.shape[:2]
     # jetson samples the input at (int(px * in_w), int(py * in_h)); with float32 rounding that is not
     # always the identity, so the same indices are computed rather than assumed.
-    xs, ys = _point_axis(width, width), _point_axis(height, height)
+    xs, ys = point_axis(width, width), point_axis(height, height)
     same_x = bool(np.array_equal(xs, np.arange(width)))
     out = np.empty_like(image)
     for y0, rgba in color_rows(classes, colors, width, height, filter_mode, region):
@@ -123,41 +123,3 @@ def composite(image: np.ndarray, classes: np.ndarray, colors: np.ndarray,
         out[:height // 2, width:] = mask(classes, colors, width // 2, height // 2, filter_mode, region)
     return out
 
-
-def classes(class_map: np.ndarray, num_colors: int, width: int, height: int, region=None) -> np.ndarray:
-    """uint8 ``[height, width]``: the class index of every pixel, the grid point-sampled exactly as the point
-    filter samples colours (jetson's ``Mask()`` into a gray8 image)."""
-    # The point filter's own sampling, on a colour table whose red channel is the class index: the same cells
-    # are picked for every pixel by construction, and 0..255 are exact in float32.
-    index = np.zeros((num_colors, 4), _f32)
-    index[:, 0] = np.arange(num_colors)
-    return np.ascontiguousarray(mask(class_map, index, width, height, "point", region)[..., 0])
-
-
-@dataclass(frozen=True)
-class Drawing:
-    """Which picture to draw: the ``visualize`` modes (overlay, mask, both, or classes) and the filter."""
-
-    modes: tuple[str, ...] = ("overlay",)
-    filter_mode: str = "linear"
-
-    @classmethod
-    def of(cls, visualize: str | tuple[str, ...] = "overlay", filter_mode: str = "linear") -> Drawing:
-        return cls(check_visualize("visualize", visualize), filter_mode)
-
-
-def draw(image: np.ndarray, class_map: np.ndarray, colors: np.ndarray, drawing: Drawing,
-         region=None) -> np.ndarray:
-    """The one drawing function: the picture segnet writes for an image and its class map. Overlay, mask or
-    both (``[H, W, 3]``, composite ``[H, W + W//2, 3]``), or the class indices (``[H, W]``). Every runner
-    (threads, worker processes, Ray) draws through this; a device that draws (the fused graph) must give
-    the same pictures within one level per channel (its tests hold them together)."""
-    modes, filter_mode = drawing.modes, drawing.filter_mode
-    if len(modes) == 2:
-        return composite(image, class_map, colors, filter_mode, region)
-    height, width = image.shape[:2]
-    if modes[0] == "classes":
-        return classes(class_map, len(colors), width, height, region)
-    if modes[0] == "mask":
-        return mask(class_map, colors, width, height, filter_mode, region)
-    return overlay(image, class_map, colors, filter_mode, region)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import classmap, colorize, model_format
+from . import classmap, colorize, drawing, model_format
 from . import labels as label_files
 from .backends import open_backend
 from .backends.base import format_shape
@@ -19,6 +19,7 @@ from .model_format import input_layout as input_layout_of
 from .model_format import output_layout as output_layout_of
 from .model_format import spatial, symbolic_size, to_chw, with_background
 from .options import Options, check_input_pixels, max_input_pixels
+from .options import visualize as check_visualize
 from .preprocess import prepare as prepare_input
 from .zoo.resolve import locate
 
@@ -65,13 +66,13 @@ class Segmentation:
         """uint8 ``[height, width]``: the class index of every pixel, by default at the image's size, the grid
         point-sampled exactly as the point filter samples colours (jetson's ``Mask()`` into a gray8 image)."""
         h, w = self.image.shape[:2]
-        return colorize.classes(self.class_map, len(self.colors), width or w, height or h, self.region)
+        return drawing.draw_classes(self.class_map, len(self.colors), width or w, height or h, self.region)
 
     def render(self, visualize: str | tuple[str, ...] = "overlay") -> np.ndarray:
         """The picture segnet-console writes for ``visualize``: overlay, mask, both (``[H, W, 3]``), or the
-        class indices (``classes``: ``[H, W]``), drawn by ``colorize.draw``."""
-        drawing = colorize.Drawing.of(visualize, self.filter_mode)
-        return colorize.draw(self.image, self.class_map, self.colors, drawing, self.region)
+        class indices (``classes``: ``[H, W]``), drawn by ``drawing.draw``."""
+        spec = drawing.DrawSpec(check_visualize("visualize", visualize), self.filter_mode, self.region)
+        return drawing.draw(self.image, self.class_map, self.colors, spec)
 
     def stats(self) -> str:
         """The ``--stats`` table (SPEC 4.6)."""

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segnet"
 LAYERS = [
     ("foundation", ["segnet", "segnet.errors", "segnet.options", "segnet.util", "segnet.progress"]),
     ("stages", ["segnet.image_io", "segnet.preprocess", "segnet.classmap", "segnet.colorize", "segnet.labels",
-                "segnet.model_format", "segnet.legend"]),
+                "segnet.model_format", "segnet.legend", "segnet.drawing", "segnet.gpu_codec"]),
     ("zoo", ["segnet.zoo"]),
     ("backends", ["segnet.backends"]),
     ("segmenter", ["segnet.segmenter"]),

@@ -17,6 +17,20 @@ the small score grid come back. Every step repeats the CPU path's arithmetic, so
   ignored class is set to -inf, then the class map is the smallest class index whose score equals the
   maximum (``ReduceMax``, ``Equal``, ``Where``, ``ReduceMin``), which does not depend on how a device's
   ``ArgMax`` breaks ties.
+
+With a ``drawing.DrawSpec`` (``fused_model(..., draw=...)``) the graph also draws the picture segnet
+writes, from the same uint8 image and the class map it computed (``drawing``'s contract):
+
+    class map ─ Gather(colours) ─ x: Gather x1, x2, lerp ─ y: Gather y1, y2, lerp ─▶ RGBA [N, H, W, 4]
+    image ─ Gather(source y, source x) ─ blend with RGBA (overlay) ─▶ picture uint8 [N, H, W(+W//2), 3]
+
+Only the kind of picture (overlay, mask, composite, classes) is in the graph. The colour table and every
+per-axis sample (cells and weights) are inputs, computed on the CPU by ``draw_inputs`` with the functions
+``colorize`` itself uses, so the filter, the region and the colours change without a new graph and the
+device never re-derives a position. The point filter is fed as the linear form with equal cells and zero
+weights, which gives its colours bit for bit. The blend repeats ``colorize.overlay``'s float32 operations
+in order (``a = alpha / 255``, ``src - a * (src - colour)``) and the cast to uint8 truncates, so on
+onnxruntime's CPU provider the pictures equal ``drawing.draw``'s.
 """
 
 from __future__ import annotations
@@ -25,9 +39,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..drawing import DrawSpec, axis_samples, spans
 from ..errors import SegnetError
 
 IMAGE, ROWS, COLS, CLASS_MAP = "segnet_image", "segnet_rows", "segnet_cols", "segnet_class_map"
+#: The drawing's output and its colour-table input ([C, 4] float32 RGBA after the alpha rules).
+PICTURE, COLORS = "segnet_picture", "segnet_colors"
 
 
 @dataclass(frozen=True)
@@ -53,10 +70,11 @@ def indices(image_height: int, image_width: int, spec: FusedSpec) -> tuple[np.nd
             nearest_indices(image_width, spec.width).astype(np.int64))
 
 
-def fused_model(model, input_name: str, output_name: str, spec: FusedSpec):
+def fused_model(model, input_name: str, output_name: str, spec: FusedSpec, draw: DrawSpec | None = None):
     """``model`` (an ``onnx.ModelProto``, changed in place and returned) with the pre-processing in front
-    of ``input_name`` and the class map after ``output_name``; the batch axis becomes symbolic. Raises
-    SegnetError when the model cannot be wrapped (non-float tensors, opset below 11)."""
+    of ``input_name`` and the class map after ``output_name``, and with ``draw``, the picture of
+    ``draw.kind`` as the output ``PICTURE`` (inputs: ``draw_inputs``); the batch axis becomes symbolic.
+    Raises SegnetError when the model cannot be wrapped (non-float tensors, opset below 11)."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
@@ -128,6 +146,11 @@ def fused_model(model, input_name: str, output_name: str, spec: FusedSpec):
         helper.make_node("Cast", ["segnet_class_index"], [CLASS_MAP], to=TensorProto.UINT8, name="segnet_class_map"),
     ]
 
+    draw_values: list = []
+    if draw is not None:
+        draw_nodes, draw_values = _drawing(helper, TensorProto, draw.kind, c, constants)
+        post += draw_nodes
+
     network = list(graph.node)
     del graph.node[:]
     graph.node.extend([*nodes, *network, *post])
@@ -138,6 +161,7 @@ def fused_model(model, input_name: str, output_name: str, spec: FusedSpec):
         helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, ["batch", "image_height", "image_width", 3]),
         helper.make_tensor_value_info(ROWS, TensorProto.INT64, [spec.height]),
         helper.make_tensor_value_info(COLS, TensorProto.INT64, [spec.width]),
+        *draw_values,
         *kept_inputs,  # initializers listed as inputs (old exporters) stay
     ])
     dims = list(out.type.tensor_type.shape.dim)
@@ -148,6 +172,10 @@ def fused_model(model, input_name: str, output_name: str, spec: FusedSpec):
         helper.make_tensor_value_info(CLASS_MAP, TensorProto.UINT8, ["batch", *score_shape[2:]]),
         helper.make_tensor_value_info(output_name, TensorProto.FLOAT, score_shape),
     ])
+    if draw is not None:
+        width = "picture_width" if draw.kind == "composite" else "image_width"
+        picture_dims: list[str | int] = ["batch", "image_height", width, *([] if draw.kind == "classes" else [3])]
+        graph.output.append(helper.make_tensor_value_info(PICTURE, TensorProto.UINT8, picture_dims))
     del graph.value_info[:]  # shapes recorded for batch 1; onnxruntime infers them again
     return model
 
@@ -158,3 +186,111 @@ def _reduce(helper, op: str, source: str, target: str, *, keepdims: int, opset: 
         constants["segnet_class_axis"] = np.array([1], np.int64)
         return helper.make_node(op, [source, "segnet_class_axis"], [target], keepdims=keepdims, name=target)
     return helper.make_node(op, [source], [target], axes=[1], keepdims=keepdims, name=target)
+
+
+#: The per-axis samples of a picture, by the prefix of their input names: cells ``x1``, ``x2`` and weight
+#: ``dx`` (shaped ``[W, 1]`` to broadcast over RGBA), ``y1``, ``y2`` and ``dy`` (``[H, 1, 1]``).
+_AXES = ("x1", "x2", "dx", "y1", "y2", "dy")
+
+
+def draw_inputs(image_height: int, image_width: int, grid_height: int, grid_width: int,
+                draw: DrawSpec) -> dict[str, np.ndarray]:
+    """The drawing's inputs for an image of this size and a class grid of this size, but the colour table
+    (``COLORS``): every sample position and weight, from ``drawing.axis_samples`` (``colorize``'s own)."""
+    from ..colorize import point_axis
+
+    xspan, yspan = spans(draw.region)
+    h, w = image_height, image_width
+    if draw.kind == "classes":  # the class of every pixel: the point filter's cells, nothing to blend
+        return {"segnet_draw_x1": point_axis(w, grid_width, xspan).astype(np.int64),
+                "segnet_draw_y1": point_axis(h, grid_height, yspan).astype(np.int64)}
+
+    def samples(prefix: str, height: int, width: int) -> dict[str, np.ndarray]:
+        x1, x2, dx = axis_samples(width, grid_width, draw.filter_mode, xspan)
+        y1, y2, dy = axis_samples(height, grid_height, draw.filter_mode, yspan)
+        values = (x1, x2, dx.reshape(-1, 1), y1, y2, dy.reshape(-1, 1, 1))
+        return {f"{prefix}_{axis}": value for axis, value in zip(_AXES, values)}
+
+    inputs = samples("segnet_draw", h, w)
+    if draw.kind in ("overlay", "composite"):  # jetson samples the input at (int(px * in_w), int(py * in_h))
+        inputs["segnet_source_x"] = point_axis(w, w).astype(np.int64)
+        inputs["segnet_source_y"] = point_axis(h, h).astype(np.int64)
+    if draw.kind == "composite":  # the half-size mask, then black below it
+        inputs.update(samples("segnet_half", h // 2, w // 2))
+        inputs["segnet_half_pads"] = np.array([0, 0, 0, 0, 0, h - h // 2, 0, 0], np.int64)
+    return inputs
+
+
+def _drawing(helper, TensorProto, kind: str, num_classes: int, constants: dict) -> tuple[list, list]:
+    """The nodes that draw the picture of ``kind`` from ``IMAGE`` and ``CLASS_MAP`` into ``PICTURE``, and
+    the inputs they read (``draw_inputs`` and ``COLORS``)."""
+    f32, i64, u8 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.UINT8
+    node = helper.make_node
+    values = []
+
+    def value(name: str, elem: int, dims: list) -> str:
+        values.append(helper.make_tensor_value_info(name, elem, dims))
+        return name
+
+    if kind == "classes":
+        x, y = value("segnet_draw_x1", i64, ["image_width"]), value("segnet_draw_y1", i64, ["image_height"])
+        return [node("Gather", [CLASS_MAP, y], ["segnet_classes_rows"], axis=1, name="segnet_classes_rows"),
+                node("Gather", ["segnet_classes_rows", x], [PICTURE], axis=2, name="segnet_classes")], values
+
+    constants["segnet_one"] = np.array(np.float32(1))
+    constants["segnet_255"] = np.array(np.float32(255))
+    constants["segnet_rgb"] = np.array([0, 1, 2], np.int64)
+    constants["segnet_alpha"] = np.array([3], np.int64)
+    value(COLORS, f32, [num_classes, 4])
+    nodes = [node("Cast", [CLASS_MAP], ["segnet_class_long"], to=i64, name="segnet_class_long"),
+             node("Gather", [COLORS, "segnet_class_long"], ["segnet_grid_rgba"], axis=0, name="segnet_grid_rgba")]
+
+    def upsample(prefix: str, height: str, width: str) -> str:
+        """``colorize.color_rows``: along x, ``a * (1 - dx) + b * dx``; then along y, ``dy * (b - t) + t``."""
+        x1, x2, dx, y1, y2, dy = (f"{prefix}_{axis}" for axis in _AXES)
+        value(x1, i64, [width]), value(x2, i64, [width]), value(dx, f32, [width, 1])
+        value(y1, i64, [height]), value(y2, i64, [height]), value(dy, f32, [height, 1, 1])
+        t = f"{prefix}_"
+        nodes.extend([
+            node("Gather", ["segnet_grid_rgba", x1], [t + "left"], axis=2, name=t + "left"),
+            node("Gather", ["segnet_grid_rgba", x2], [t + "right"], axis=2, name=t + "right"),
+            node("Sub", ["segnet_one", dx], [t + "left_weight"], name=t + "left_weight"),
+            node("Mul", [t + "left", t + "left_weight"], [t + "left_part"], name=t + "left_part"),
+            node("Mul", [t + "right", dx], [t + "right_part"], name=t + "right_part"),
+            node("Add", [t + "left_part", t + "right_part"], [t + "rows"], name=t + "rows"),
+            node("Gather", [t + "rows", y1], [t + "top"], axis=1, name=t + "top"),
+            node("Gather", [t + "rows", y2], [t + "bottom"], axis=1, name=t + "bottom"),
+            node("Sub", [t + "bottom", t + "top"], [t + "step"], name=t + "step"),
+            node("Mul", [dy, t + "step"], [t + "part"], name=t + "part"),
+            node("Add", [t + "part", t + "top"], [t + "rgba"], name=t + "rgba"),
+            node("Gather", [t + "rgba", "segnet_rgb"], [t + "rgb"], axis=3, name=t + "rgb"),
+        ])
+        return t
+
+    full = upsample("segnet_draw", "image_height", "image_width")
+    if kind == "mask":
+        nodes.append(node("Cast", [full + "rgb"], [PICTURE], to=u8, name="segnet_mask"))
+        return nodes, values
+    sx, sy = value("segnet_source_x", i64, ["image_width"]), value("segnet_source_y", i64, ["image_height"])
+    nodes.extend([  # colorize.overlay: a = alpha / 255; out = src - a * (src - colour), truncated
+        node("Gather", [IMAGE, sy], ["segnet_source_rows"], axis=1, name="segnet_source_rows"),
+        node("Gather", ["segnet_source_rows", sx], ["segnet_source"], axis=2, name="segnet_source"),
+        node("Cast", ["segnet_source"], ["segnet_source_float"], to=f32, name="segnet_source_float"),
+        node("Gather", [full + "rgba", "segnet_alpha"], ["segnet_alpha_value"], axis=3, name="segnet_alpha_value"),
+        node("Div", ["segnet_alpha_value", "segnet_255"], ["segnet_opacity"], name="segnet_opacity"),
+        node("Sub", ["segnet_source_float", full + "rgb"], ["segnet_difference"], name="segnet_difference"),
+        node("Mul", ["segnet_difference", "segnet_opacity"], ["segnet_delta"], name="segnet_delta"),
+        node("Sub", ["segnet_source_float", "segnet_delta"], ["segnet_overlay"], name="segnet_overlay"),
+    ])
+    if kind == "overlay":
+        nodes.append(node("Cast", ["segnet_overlay"], [PICTURE], to=u8, name="segnet_overlay_bytes"))
+        return nodes, values
+    half = upsample("segnet_half", "half_height", "half_width")
+    pads = value("segnet_half_pads", i64, [8])
+    nodes.extend([  # the overlay, the half-size mask beside it with black below; one cast (it truncates alike)
+        node("Pad", [half + "rgb", pads], ["segnet_half_padded"], mode="constant", name="segnet_half_padded"),
+        node("Concat", ["segnet_overlay", "segnet_half_padded"], ["segnet_composite"], axis=2,
+             name="segnet_composite"),
+        node("Cast", ["segnet_composite"], [PICTURE], to=u8, name="segnet_composite_bytes"),
+    ])
+    return nodes, values

@@ -6,6 +6,9 @@ On the CUDA provider the segmenter fuses pre-processing and the class map into t
 to the session (I/O binding), the stretch indices stay on the device, and each batch shape's run is
 captured once as a CUDA graph and then replayed. ``CudaSettings()`` holds the settings measured best on the
 GPU machine (BENCHMARKS.md, issue 16); a caller measuring others passes its own (``cuda=``).
+
+``fuse(spec, draw)`` also puts the drawing into the graph: ``infer_pictures(images, colors, draw)`` is then
+the device twin of ``drawing.draw`` for a batch (issue 20), and only the pictures and class maps come back.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from ..drawing import DrawSpec, picture_shape
 from ..errors import SegnetError
 from .base import TensorInfo, check_contract, onnx_io
-from .fused import CLASS_MAP, COLS, IMAGE, ROWS, FusedSpec, fused_model
+from .fused import CLASS_MAP, COLORS, COLS, IMAGE, PICTURE, ROWS, FusedSpec, draw_inputs, fused_model
 from .fused import indices as fused_indices
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,9 @@ class OnnxRuntimeBackend:
                               "(or onnxruntime-gpu for NVIDIA GPUs)") from None
         self._ort = ort
         self.fused: FusedSpec | None = None
+        self.draws: str | None = None  # the kind of picture the fused graph draws (None: none)
+        self._draw_feed: tuple[tuple[int, int], dict[str, np.ndarray]] | None = None  # (H, W), the last inputs
+        self._samples: dict[tuple, dict[str, np.ndarray]] = {}
         self._graphs = self._cuda = False
         self._bound: dict[tuple[int, ...], _Bound] = {}
         self._indices: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -145,13 +152,17 @@ class OnnxRuntimeBackend:
                               f"{_first_line(exc)}") from None
         return scores
 
-    def fuse(self, spec: FusedSpec) -> None:
+    def fuse(self, spec: FusedSpec, draw: DrawSpec | None = None) -> None:
         """Run the network with the pre-processing and class map of ``spec`` around it from now on
-        (``infer_images``); the plain session is replaced."""
+        (``infer_images``), and with ``draw`` the drawing of ``draw.kind`` too (``infer_pictures``); the
+        plain session is replaced."""
         import onnx
 
+        if draw is not None and None in self.output.shape[2:]:
+            raise SegnetError(f"cannot draw inside the graph of {self.model_path}: its output grid size is "
+                              "symbolic; draw on the CPU (drawing.draw)")
         try:
-            model = fused_model(onnx.load(str(self._source)), self.input.name, self.output.name, spec)
+            model = fused_model(onnx.load(str(self._source)), self.input.name, self.output.name, spec, draw)
             serialized = model.SerializeToString()
             graphs = self.cuda_settings.graphs and self.on_cuda
             try:
@@ -168,7 +179,8 @@ class OnnxRuntimeBackend:
             raise SegnetError(f"cannot load model {self.model_path} with pre-processing fused: "
                               f"{_first_line(exc)}") from None
         self.fused, self._graphs = spec, graphs
-        self._bound = {}
+        self.draws = None if draw is None else draw.kind
+        self._bound, self._draw_feed, self._samples = {}, None, {}
         if self.on_cuda and self.cuda_settings.warm_up:
             # cuDNN chooses its convolution algorithms, and the CUDA graph is captured, on the first run of a
             # shape: do that while loading, for a full batch of images of the network's size
@@ -176,7 +188,44 @@ class OnnxRuntimeBackend:
 
     def infer_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``images`` uint8 ``[N, H, W, 3]`` RGB -> (class maps uint8 ``[N, gh, gw]``, scores float32
-        ``[N, C, gh, gw]``), through the fused graph (``fuse`` first)."""
+        ``[N, C, gh, gw]``), through the fused graph (``fuse`` first). A graph that draws draws too (with
+        the colours and samples last given, else black ones), and the picture is dropped."""
+        if self.fused is None:
+            raise SegnetError("infer_images needs the fused graph: call fuse first")
+        if self.draws is None:
+            return self._infer(images)[:2]
+        if self._draw_feed is not None and self._draw_feed[0] == images.shape[1:3]:
+            return self._infer(images, self._draw_feed[1])[:2]
+        colors = np.zeros((self.fused.num_classes, 4), np.float32)
+        return self.infer_pictures(images, colors, DrawSpec.of_kind(self.draws))[1:]
+
+    def infer_pictures(self, images: np.ndarray, colors: np.ndarray,
+                       draw: DrawSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``images`` uint8 ``[N, H, W, 3]`` RGB -> (pictures uint8 ``[N, *drawing.picture_shape]``, class maps,
+        scores): ``[drawing.draw(image, class_map, colors, draw) for ...]`` computed where the network runs.
+        Needs ``fuse(spec, draw)`` with a ``draw`` of the same kind; its filter and region may differ."""
+        if self.fused is None or self.draws is None:
+            raise SegnetError("infer_pictures needs a fused graph that draws: call fuse(spec, draw) first")
+        if draw.kind != self.draws:
+            raise SegnetError(f"the fused graph draws {self.draws} pictures, not {draw.kind}: "
+                              "call fuse(spec, draw) again")
+        h, w = images.shape[1:3]
+        gh, gw = (int(d or 0) for d in self.output.shape[2:])  # fixed: fuse refuses to draw otherwise
+        key = (h, w, draw.filter_mode, draw.region)
+        samples = self._samples.get(key)
+        if samples is None:
+            if len(self._samples) >= MAX_BOUND_SHAPES:
+                self._samples.clear()
+            samples = self._samples[key] = draw_inputs(h, w, gh, gw, draw)
+        feed = dict(samples)
+        if draw.kind != "classes":
+            feed[COLORS] = np.ascontiguousarray(colors, np.float32)
+        self._draw_feed = (h, w), feed  # what infer_images feeds from now on
+        class_map, scores, picture = self._infer(images, feed)
+        return picture, class_map, scores
+
+    def _infer(self, images: np.ndarray, draw_feed: dict[str, np.ndarray] | None = None) -> tuple:
+        """(class maps, scores, and with ``draw_feed`` the pictures) through the fused graph."""
         if self.fused is None:
             raise SegnetError("infer_images needs the fused graph: call fuse first")
         n, h, w = images.shape[:3]
@@ -187,33 +236,35 @@ class OnnxRuntimeBackend:
         if (self._graphs or self.cuda_settings.io_binding) and self.on_cuda and None not in self.output.shape[1:]:
             bound = self._bound.get((n, h, w))
             if bound is None and len(self._bound) < MAX_BOUND_SHAPES:
-                bound = self._bound[(n, h, w)] = _Bound(self, images.shape, rows, cols, len(self._bound))
+                bound = self._bound[(n, h, w)] = _Bound(self, images.shape, rows, cols, len(self._bound),
+                                                        draw_feed)
             if bound is not None:
                 try:
-                    return bound.run(images)
+                    return bound.run(images, draw_feed)
                 except Exception as exc:  # onnxruntime's own types
                     if not self._graphs:
                         raise
                     log.debug("running without CUDA graphs: %s", _first_line(exc))
                     self._graphs, self._bound = False, {}  # capture failed: the same graph, run plainly
                     self.session = self._session(self._fused_model)
-                    return self.infer_images(images)
+                    return self._infer(images, draw_feed)
         run_options = None
         if self._graphs:  # a shape without bound buffers: no capture, no replay
             run_options = self._ort.RunOptions()
             run_options.add_run_config_entry("gpu_graph_id", "-1")
-        class_map, scores = self.session.run([CLASS_MAP, self.output.name],
-                                             {IMAGE: images, ROWS: rows, COLS: cols}, run_options)
-        return class_map, scores
+        outputs = [CLASS_MAP, self.output.name, *([PICTURE] if draw_feed is not None else [])]
+        return tuple(self.session.run(outputs, {IMAGE: images, ROWS: rows, COLS: cols, **(draw_feed or {})},
+                                      run_options))
 
 
 class _Bound:
     """Device buffers for one batch shape, bound to the session once: the image buffer is refilled from
     the host per call, the stretch indices stay, and the outputs are copied back. With CUDA graphs, the
-    first runs capture the graph and later ones replay it (the buffers never move)."""
+    first runs capture the graph and later ones replay it (the buffers never move). A graph that draws gets
+    device buffers for its drawing inputs too, refilled only when they change, and its picture comes back."""
 
     def __init__(self, backend: OnnxRuntimeBackend, shape: tuple[int, ...], rows: np.ndarray, cols: np.ndarray,
-                 graph_id: int):
+                 graph_id: int, draw_feed: dict[str, np.ndarray] | None = None):
         ort = backend._ort
         value = ort.OrtValue
         n = shape[0]
@@ -229,15 +280,32 @@ class _Bound:
         self.binding.bind_ortvalue_input(COLS, self.cols)
         self.binding.bind_ortvalue_output(CLASS_MAP, self.class_map)
         self.binding.bind_ortvalue_output(backend.output.name, self.scores)
+        self.drawing: dict[str, Any] = {}
+        self.fed: dict[str, np.ndarray] = {}
+        self.picture = None
+        if draw_feed is not None:
+            for name, array in draw_feed.items():  # buffers of their own: refilling never touches the caller's
+                self.drawing[name] = value.ortvalue_from_shape_and_type(list(array.shape), array.dtype, "cuda", 0)
+                self.drawing[name].update_inplace(np.ascontiguousarray(array))
+                self.binding.bind_ortvalue_input(name, self.drawing[name])
+            self.fed = {name: array.copy() for name, array in draw_feed.items()}  # copies: callers may reuse theirs
+            picture = picture_shape(shape[1], shape[2], DrawSpec.of_kind(str(backend.draws)))
+            self.picture = value.ortvalue_from_shape_and_type([n, *picture], np.uint8, "cuda", 0)
+            self.binding.bind_ortvalue_output(PICTURE, self.picture)
         self.session = backend.session
         self.run_options = ort.RunOptions()
         if backend._graphs:
             self.run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, images: np.ndarray, draw_feed: dict[str, np.ndarray] | None = None) -> tuple:
         self.image.update_inplace(np.ascontiguousarray(images))
+        for name, array in (draw_feed or {}).items():  # new colours, filter or region: same shapes, same buffers
+            if not np.array_equal(self.fed[name], array):  # a few thousand values at most
+                self.drawing[name].update_inplace(np.ascontiguousarray(array))
+                self.fed[name] = array.copy()
         self.session.run_with_iobinding(self.binding, self.run_options)
-        return self.class_map.numpy(), self.scores.numpy()
+        pictures = () if self.picture is None else (self.picture.numpy(),)
+        return (self.class_map.numpy(), self.scores.numpy(), *pictures)
 
 
 def dynamic_batch(path: Path, input_blob: str, output_blob: str) -> bytes:

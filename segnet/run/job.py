@@ -53,11 +53,15 @@ def prepare_job(segmenter, job: Job):
 
 
 def draw_job(job: Job, image, class_map, colors, drawing, region, put: Callable[[Job, Any], None]) -> None:
-    """What every executor does once a class map is there: draw the picture with ``colorize.draw`` (timed
-    as ``colorize``) and hand it to ``put`` (the feed's writer: a file, or the in-order encoder)."""
-    from ..colorize import draw
+    """What every executor does once a class map is there: draw the picture with ``drawing.draw`` (timed
+    as ``colorize``; ``region``: the image's letterbox part of the grid, None for all) and hand it to ``put``
+    (the feed's writer: a file, or the in-order encoder)."""
+    import dataclasses
 
-    picture = timed(job, "colorize", draw, image, class_map, colors, drawing, region)
+    from ..drawing import draw
+
+    spec = drawing if region is None or region == drawing.region else dataclasses.replace(drawing, region=region)
+    picture = timed(job, "colorize", draw, image, class_map, colors, spec)
     put(job, picture)
 
 

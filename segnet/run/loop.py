@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..colorize import Drawing
+from ..drawing import DrawSpec
 from ..options import Options
 from ..zoo.registry import DEFAULT_NETWORK
 from . import processes as worker_processes
@@ -122,7 +122,7 @@ class Runner:
         feed, options = self.feed, self.options
         self.emit(self.started())
         start = time.perf_counter()
-        drawing = Drawing(options.visualize, options.filter_mode) if feed.wants_pictures() else None
+        drawing = DrawSpec(options.visualize, options.filter_mode) if feed.wants_pictures() else None
         try:
             self.execute(feed, drawing)
             feed.finish()
@@ -134,7 +134,7 @@ class Runner:
         self.emit(Finished(summary))
         return summary
 
-    def execute(self, feed: Feed, drawing: Drawing | None) -> dict:
+    def execute(self, feed: Feed, drawing: DrawSpec | None) -> dict:
         """The executor for this run: Ray when asked, worker processes for image files on many cores,
         threads otherwise."""
         if self.segmenter is None:

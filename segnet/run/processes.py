@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from ..colorize import Drawing
+from ..drawing import DrawSpec
 from ..errors import SegnetError
 from ..options import Options, cores
 from .job import Job, draw_job, prepare_job, timed, write_picture
@@ -103,9 +103,9 @@ def prestart() -> None:
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, processes: int,
-        drawing: Drawing | None = None, depth: int | None = None) -> dict:
+        drawing: DrawSpec | None = None, depth: int | None = None) -> dict:
     """Segment every job (``job.load`` must pickle: a ``functools.partial`` of a module function) with
-    ``processes`` workers. ``drawing``: the picture each worker draws (``colorize.draw``) and writes to
+    ``processes`` workers. ``drawing``: the picture each worker draws (``drawing.draw``) and writes to
     ``job.target`` (when not None); None: no pictures. ``sink(job)`` runs here, in input order, for
     every job. Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``: CPU time of this process
 and the workers, and of this process alone."""
@@ -443,7 +443,7 @@ class _Slots:
 
 # -- the worker process --------------------------------------------------------------------------------
 
-def _work(number: int, segmenter, drawing: Drawing | None, inbox, results, stop) -> None:
+def _work(number: int, segmenter, drawing: DrawSpec | None, inbox, results, stop) -> None:
     """A worker's loop: load tasks give back the prepared image (kept here for drawing), render tasks
     draw, encode and write it; drop tasks forget it. Render tasks go first: the sink waits for them."""
 

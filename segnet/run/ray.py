@@ -2,7 +2,7 @@
 
 ``SegmentBatch`` is the stage a user puts into their own ``Dataset.map_batches``; ``run`` is the run loop's
 Ray executor (``segnet-console --ray``): the same jobs as the single-machine executors, so the same files,
-drawn by the same ``colorize.draw``.
+drawn by the same ``drawing.draw``.
 
     CPU actors:  paths ─▶ [actor: read ─▶ segment ─▶ draw ─▶ write] ─▶ (index, error) rows to the driver
     GPU actors:  paths ─▶ [CPU tasks: read] ─▶ [GPU actor: segment] ─▶ [CPU tasks: draw ─▶ write] ─▶ ...
@@ -27,12 +27,13 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..colorize import Drawing, draw
+from ..drawing import DrawSpec, draw
 from ..errors import SegnetError, option
 from ..options import Options
 from .job import Job
@@ -121,7 +122,7 @@ class SegmentBatch:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.stats, self.records = stats, records
         self.defer_render = defer_render
-        self.drawing = Drawing(self.visualize, self.options.filter_mode) if self.visualize else None
+        self.drawing = DrawSpec(self.visualize, self.options.filter_mode) if self.visualize else None
         self._segmenter: Any = None
 
     def __getstate__(self) -> dict:  # a loaded network never travels: each worker loads its own
@@ -159,7 +160,8 @@ class SegmentBatch:
                 if self.records:
                     records[i] = stats_line(stats_record(result, names[i] or f"row {i}"))
                 if render and self.drawing is not None and targets[i] is not False:
-                    picture = draw(result.image, result.class_map, result.colors, self.drawing, result.region)
+                    spec = self.drawing if result.region is None else replace(self.drawing, region=result.region)
+                    picture = draw(result.image, result.class_map, result.colors, spec)
                     pictures[i] = _deliver(picture, targets[i])
             except Exception as exc:  # one image fails, not the job
                 errors[i], images[i] = _describe(exc), _NO_IMAGE
@@ -198,8 +200,8 @@ def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def render_batch(batch: dict[str, np.ndarray], visualize, filter_mode: str = "linear",
                  output_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """A CPU stage after ``SegmentBatch(defer_render=True)``: ``image``, ``class_map`` and ``colors`` ->
-    the picture (``colorize.draw``), written or returned as ``SegmentBatch`` does it."""
-    drawing = Drawing.of(visualize, filter_mode)
+    the picture (``drawing.draw``), written or returned as ``SegmentBatch`` does it."""
+    drawing = DrawSpec(visualize, filter_mode)
     n = _rows(batch)
     errors = _column(batch, "error", n, "")
     targets = _targets(batch, _column(batch, "path", n, None), output_dir)
@@ -219,7 +221,7 @@ def render_batch(batch: dict[str, np.ndarray], visualize, filter_mode: str = "li
 
 def run(jobs: Iterable[Job], sink: Callable[[Job], None], options: Options) -> dict:
     """The Ray executor: segment the image files of ``jobs`` (each names its ``path``, and its ``target``:
-    where its picture goes, None for none) on a Ray cluster, each worker drawing through ``colorize.draw``
+    where its picture goes, None for none) on a Ray cluster, each worker drawing through ``drawing.draw``
     and writing as the single-machine run does. ``sink(job)`` runs here, in input order, with ``job.error``
     set for a failed image, else ``job.table``/``job.record`` (the statistics, made on the workers).
 

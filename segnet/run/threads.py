@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from ..colorize import Drawing
+from ..drawing import DrawSpec
 from ..errors import SegnetError
 from .job import Job, draw_job, prepare_job, timed, write_picture
 
 
-def _finish(segmenter, drawing: Drawing | None, put, job: Job, prepared, scores: np.ndarray,
+def _finish(segmenter, drawing: DrawSpec | None, put, job: Job, prepared, scores: np.ndarray,
             class_map: np.ndarray | None) -> Job:
     try:
         job.result = result = timed(job, "classmap", segmenter.finish, prepared, scores, class_map)
@@ -44,7 +44,7 @@ def _done(job: Job) -> Future:
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *,
-        drawing: Drawing | None = None, put: Callable[[Job, Any], None] = write_picture, workers: int = 2,
+        drawing: DrawSpec | None = None, put: Callable[[Job, Any], None] = write_picture, workers: int = 2,
         depth: int | None = None) -> dict:
     """Segment every job. With ``drawing``, each job with a target gets its picture drawn in a worker thread
     and handed to ``put(job, picture)`` there; ``sink(job)`` runs in this thread, in input order, for every

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from segnet import Segmenter
-from segnet.colorize import Drawing, draw
+from segnet.drawing import DrawSpec, draw
 from segnet.errors import UsageError
 from segnet.image_io import read_image
 from segnet.run import (
@@ -120,7 +120,7 @@ def test_an_input_kind_and_an_output_kind_from_outside_run_through_run(registrie
     with Segmenter(model=net) as segmenter:  # the pictures are the library's own drawing of each frame
         for n, (_, picture, _) in enumerate(sink.pictures):
             expected = segmenter(synthetic_frame(n))
-            assert np.array_equal(picture, draw(expected.image, expected.class_map, expected.colors, Drawing()))
+            assert np.array_equal(picture, draw(expected.image, expected.class_map, expected.colors, DrawSpec()))
 
 
 def test_a_new_input_kind_writes_to_the_built_in_outputs(registries, net, tmp_path):

@@ -1,0 +1,249 @@
+"""JPEG decoding and encoding on the GPU with nvImageCodec (``pip install segnet[gpu]``), per image falling
+back to the CPU codecs of ``image_io`` for whatever the GPU codec refuses, so nothing is lost.
+
+``GpuCodec()`` starts nvImageCodec when it is installed and the driver reports a GPU; otherwise (or when
+it cannot start) ``on_gpu`` is False, one status line says why, and every call is exactly ``image_io``'s.
+
+- ``read_images(paths)``: the JPEG files nvImageCodec takes (a JPEG by its bytes, RGB or grey, within
+  ``image_io.max_image_pixels``) are decoded in one batch on the GPU with the EXIF orientation applied, as
+  ``image_io.read_image`` does; anything else (other formats, CMYK/YCCK JPEGs, files it cannot parse or
+  decode) goes through ``image_io.read_image``, whose one-line ``SegnetError`` is returned in that file's
+  place.
+- ``encode_jpegs(pictures)`` / ``write_images(pictures, paths)``: uint8 ``[H, W, 3]`` pictures to baseline
+  JPEG at ``JPEG_QUALITY`` with 4:2:0 chroma and standard Huffman tables, Pillow's settings in
+  ``image_io.write_image``; other extensions, and any picture the GPU encoder refuses, are written by
+  ``image_io.write_image``. Files are written atomically (``util.atomic_write``).
+
+The GPU decoder's pixels are not bit-identical to Pillow's (a different IDCT and chroma upsampling): within a
+few levels, like any two JPEG decoders. ``tools/device-gpu-path`` measures the encoder against Pillow (PSNR).
+
+nvImageCodec's backends (DEVICE.md, issue 20): its CUDA JPEG decoder is registered as HYBRID_CPU_GPU
+(Huffman decoding on the CPU, the rest on the GPU), so a decoder limited to GPU_ONLY has no JPEG decoder at
+all ("Could not create decoder"); HW_GPU_ONLY is the GPU's JPEG engine, which nvJPEG reports missing unless
+the driver exposes it (in containers: the ``video`` driver capability). The default backends are used: the
+hardware engine where there is one, else the hybrid decoder, else the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SegnetError
+from .image_io import image_format, max_image_pixels, read_image, write_image
+from .util import atomic_write
+
+log = logging.getLogger(__name__)
+
+#: Pillow's JPEG quality in ``image_io.write_image`` (tests/test_gpu_codec.py holds the two together).
+JPEG_QUALITY = 95
+INSTALL = "pip install 'segnet[gpu]' (nvidia-nvimgcodec-cu13 with nvJPEG)"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class GpuCodec:
+    """nvImageCodec's decoder and encoder on GPU ``device``, or, where there is none, the CPU codecs."""
+
+    def __init__(self, device: int = 0, threads: int = 0):
+        self.device = device
+        self.on_gpu = False
+        self.reason = ""  # why the GPU codec is not used ("" when it is)
+        #: images each side decoded and encoded so far (the CPU's include the GPU's refusals)
+        self.counts = {"gpu_decoded": 0, "cpu_decoded": 0, "gpu_encoded": 0, "cpu_encoded": 0}
+        # nvImageCodec's module, decoder, encoder and parameters once started (None: the CPU codecs only)
+        self._nvimgcodec: Any = None
+        self._decoder: Any = None
+        self._encoder: Any = None
+        self._params: Any = None
+        self._decode_params: Any = None
+        if not _installed():
+            self.reason = f"nvImageCodec is not installed: {INSTALL}"
+        elif not _gpu_visible():
+            self.reason = "the NVIDIA driver reports no GPU"
+        else:
+            self._start(threads)
+        if self.reason:
+            log.info("JPEG decoding and encoding stay on the CPU: %s", self.reason)
+
+    def _start(self, threads: int) -> None:
+        try:
+            with _stderr_to_log():  # nvImageCodec prints each codec library it does not find (nvJPEG2000, nvTIFF)
+                import nvidia.nvimgcodec as nvimgcodec
+
+                self._decoder = nvimgcodec.Decoder(device_id=self.device, max_num_cpu_threads=threads)
+                self._encoder = nvimgcodec.Encoder(device_id=self.device, max_num_cpu_threads=threads)
+        except Exception as exc:  # nvImageCodec raises RuntimeError for CUDA and codec failures
+            self.reason = f"nvImageCodec cannot start on GPU {self.device} ({_first_line(exc)})"
+            return
+        self._nvimgcodec = nvimgcodec
+        self._decode_params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.SRGB,
+                                                      allow_any_depth=False)
+        self._params = nvimgcodec.EncodeParams(
+            quality_type=nvimgcodec.QualityType.QUALITY, quality_value=JPEG_QUALITY,
+            chroma_subsampling=nvimgcodec.ChromaSubsampling.CSS_420,
+            jpeg_encode_params=nvimgcodec.JpegEncodeParams(progressive=False, optimized_huffman=False))
+        self.on_gpu = True
+
+    # decoding -------------------------------------------------------------------------------------------
+
+    def read_images(self, paths: Sequence[str | os.PathLike]) -> list[np.ndarray | SegnetError]:
+        """uint8 ``[H, W, 3]`` RGB per path, upright, or the ``SegnetError`` that file gives on the CPU."""
+        results: list[np.ndarray | SegnetError | None] = [None] * len(paths)
+        streams, where = [], []
+        if self.on_gpu:
+            for index, path in enumerate(paths):
+                stream = self._stream(path)
+                if stream is not None:
+                    streams.append(stream)
+                    where.append(index)
+        if streams:
+            try:
+                images = self._decoder.decode(streams, params=self._decode_params)
+            except Exception as exc:  # a failure of the whole batch: every file goes to the CPU
+                log.debug("GPU decoding failed, the CPU decodes this batch: %s", _first_line(exc))
+                images = [None] * len(streams)
+            for index, image in zip(where, images):
+                results[index] = _host_rgb(image)
+        gpu = sum(result is not None for result in results)
+        self.counts["gpu_decoded"] += gpu
+        self.counts["cpu_decoded"] += len(paths) - gpu
+        return [_cpu_read(path) if result is None else result for result, path in zip(results, paths)]
+
+    def _stream(self, path):
+        """nvImageCodec's code stream of ``path`` when the GPU should decode it, else None."""
+        try:
+            with open(path, "rb") as file:
+                if file.read(3) != _JPEG_MAGIC:
+                    return None
+            stream = self._nvimgcodec.CodeStream(os.fspath(path))
+        except Exception:  # unreadable or unparsable: the CPU reader says why in one line
+            return None
+        nv = self._nvimgcodec
+        most = max_image_pixels()
+        if (stream.codec_name != "jpeg" or stream.color_spec in (nv.CMYK, nv.YCCK)
+                or stream.num_channels not in (1, 3) or (most is not None and stream.width * stream.height > most)):
+            return None
+        return stream
+
+    # encoding -------------------------------------------------------------------------------------------
+
+    def encode_jpegs(self, pictures: Sequence[np.ndarray]) -> list[bytes]:
+        """Each uint8 ``[H, W, 3]`` picture as JPEG bytes, on the GPU where it takes it, else Pillow."""
+        encoded: list[bytes | None] = [None] * len(pictures)
+        if self.on_gpu and len(pictures):
+            try:
+                streams = self._encoder.encode([np.ascontiguousarray(p) for p in pictures], "jpeg",
+                                               params=self._params)
+            except Exception as exc:
+                log.debug("GPU encoding failed, Pillow encodes this batch: %s", _first_line(exc))
+                streams = [None] * len(pictures)
+            for index, stream in enumerate(streams):
+                if stream is not None:
+                    encoded[index] = bytes(memoryview(stream))  # a CodeStream exposes its bytes as a buffer
+        gpu = sum(data is not None for data in encoded)
+        self.counts["gpu_encoded"] += gpu
+        self.counts["cpu_encoded"] += len(pictures) - gpu
+        return [data if data is not None else _cpu_jpeg(picture) for data, picture in zip(encoded, pictures)]
+
+    def write_images(self, pictures: Sequence[np.ndarray],
+                     paths: Sequence[str | os.PathLike]) -> list[SegnetError | None]:
+        """Write each picture to its path (format by extension), atomically; None or the file's error."""
+        results: list[SegnetError | None] = [None] * len(paths)
+        jpeg = [i for i, path in enumerate(paths) if Path(path).suffix.lower() in (".jpg", ".jpeg", ".jpe")]
+        data = dict(zip(jpeg, self.encode_jpegs([pictures[i] for i in jpeg]))) if self.on_gpu else {}
+        for index, (picture, path) in enumerate(zip(pictures, paths)):
+            try:
+                if index in data:
+                    image_format(Path(path))  # the same refusal as write_image's, should Pillow lack JPEG
+                    atomic_write(Path(path), data[index])
+                else:
+                    write_image(picture, Path(path))
+            except SegnetError as exc:
+                results[index] = exc
+        return results
+
+
+def _cpu_read(path) -> np.ndarray | SegnetError:
+    try:
+        return read_image(path)
+    except SegnetError as exc:
+        return exc
+
+
+def _cpu_jpeg(picture: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.fromarray(picture).save(encoded, format="JPEG", quality=JPEG_QUALITY)
+    return encoded.getvalue()
+
+
+def _host_rgb(image) -> np.ndarray | None:
+    """A decoded nvImageCodec image as a contiguous uint8 ``[H, W, 3]`` host array, or None (refused)."""
+    if image is None:
+        return None
+    try:
+        array = np.asarray(image.cpu())
+    except Exception:
+        return None
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        return None
+    return np.ascontiguousarray(array)
+
+
+def _installed() -> bool:
+    """Whether nvImageCodec can be imported (found without importing it: its import prints)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("nvidia.nvimgcodec") is not None
+    except (ImportError, ValueError):  # no ``nvidia`` namespace package, or a broken module entry
+        return False
+
+
+def _gpu_visible() -> bool:
+    """True when the NVIDIA driver reports a GPU (checked without any CUDA Python package)."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+
+
+@contextlib.contextmanager
+def _stderr_to_log():
+    """Native writes to file descriptor 2 while the block runs become debug records (nvImageCodec's C++
+    extensions print straight to it; the library speaks only through logging)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    log.debug("nvImageCodec: %s", line.strip())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
