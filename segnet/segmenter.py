@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from . import classmap, colorize, drawing, model_format
 from . import labels as label_files
 from .backends import open_backend
 from .backends.base import format_shape
+from .drawing import DrawSpec, draw
 from .errors import SegnetError, UsageError, option
 from .image_io import read_image
 from .model_format import input_layout as input_layout_of
@@ -113,7 +114,7 @@ class Segmenter:
     QUICK_START_BELOW = 64
 
     def __init__(self, network: str | None = None, options: Options | None = None, *,
-                 expected_images: int | None = None, **given: Any):
+                 expected_images: int | None = None, drawing: DrawSpec | None = None, **given: Any):
         if network is not None:
             given["network"] = network
         self.options = options = Options.create(options, **given)
@@ -122,6 +123,8 @@ class Segmenter:
         self.filter_mode = options.filter_mode
         self.backend: Any = None
         self.fused = False  # pre-processing and the class map inside the network's graph (``fuse``)
+        self.drawing = drawing  # the pictures the caller will want (``draw_batch``)
+        self.draws_on_device = False  # ``drawing`` is drawn inside the fused graph too
         self.files = locate(options)
         sidecar = model_format.read_sidecar(options.model if options.model is not None else self.files.model)
         self.format = model_format.resolve(options, sidecar)
@@ -188,8 +191,13 @@ class Segmenter:
 
         f = self.format
         w, h = self.input_size
-        self.backend.fuse(FusedSpec(w, h, f.mean, f.std, bool(f.bgr), self.input_layout, self.num_classes,
-                                    self.ignore_index))
+        spec = FusedSpec(w, h, f.mean, f.std, bool(f.bgr), self.input_layout, self.num_classes, self.ignore_index)
+        # the picture too, where the graph runs on a device (on the CPU numpy draws faster: BENCHMARKS.md)
+        on_device = self.backend.on_cuda or (mode == "on" and self.options.image_codec == "gpu")
+        draw = self.drawing if self.drawing is not None and on_device \
+            and self.format.resize == "nearest" and None not in self.backend.output.shape[2:] else None
+        self.backend.fuse(spec, draw)
+        self.draws_on_device = draw is not None
         return True
 
     def _cannot_fuse(self) -> str | None:
@@ -310,6 +318,31 @@ class Segmenter:
             class_map = classmap.class_map(scores, self.ignore_index)
         return Segmentation(prepared.rgb, scores, class_map, self.class_names, self.colors, self.filter_mode,
                             prepared.region)
+
+    def draw_batch(self, images: np.ndarray) -> list[tuple[Segmentation, np.ndarray]]:
+        """uint8 images ``[N, H, W, 3]`` of one size -> ``(Segmentation, picture)`` each, the picture being
+        ``drawing.draw(..., self.drawing)``: drawn inside the fused graph where it runs on the device
+        (``draws_on_device``), else here."""
+        if self.drawing is None:
+            raise SegnetError("draw_batch needs the drawing the pictures follow: Segmenter(..., drawing=DrawSpec(...))")
+        if not self.draws_on_device:
+            out = []
+            for result in self.segment_batch(list(images)):
+                spec = self.drawing if result.region is None else replace(self.drawing, region=result.region)
+                out.append((result, draw(result.image, result.class_map, result.colors, spec)))
+            return out
+        backend = self.backend
+        if backend is None:
+            raise SegnetError(f"this Segmenter of {self.name} is closed (close() was called, or its with block "
+                              "ended): make a new one")
+        results = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            pictures, maps, scores = backend.infer_pictures(chunk, self.colors, self.drawing)
+            for rgb, picture, class_map, raw in zip(chunk, pictures, maps, scores):
+                result = self.finish(Prepared(rgb, rgb), self._read_scores(raw, rgb), class_map)
+                results.append((result, picture))
+        return results
 
     def __call__(self, image) -> Segmentation:
         prepared = self.prepare(image)

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import SegnetError, UsageError, option
 
 if TYPE_CHECKING:
+    from ..drawing import DrawSpec
     from .fused import FusedSpec
 
 
@@ -50,12 +51,18 @@ class Backend(Protocol):
         """``batch``: float32 ``[N, 3, H, W]`` -> float32 scores ``[N, C, gh, gw]``."""
         ...
 
-    def fuse(self, spec: FusedSpec) -> None:
-        """From now on run ``spec``'s pre-processing and class map with the network (``can_fuse`` only)."""
+    def fuse(self, spec: FusedSpec, draw: DrawSpec | None = None) -> None:
+        """From now on run ``spec``'s pre-processing and class map with the network (``can_fuse`` only), and
+        with ``draw`` the picture too (``infer_pictures``)."""
         ...
 
     def infer_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """After ``fuse``: uint8 images ``[N, H, W, 3]`` -> (class maps uint8 ``[N, gh, gw]``, scores)."""
+        ...
+
+    def infer_pictures(self, images: np.ndarray, colors: np.ndarray,
+                       draw: DrawSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """After ``fuse(spec, draw)``: (pictures as ``drawing.draw`` makes them, class maps, scores)."""
         ...
 
 

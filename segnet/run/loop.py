@@ -66,7 +66,10 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
             return Runner(segmenter, feed, options, emit, log_file, processes).run()
         from ..segmenter import Segmenter
 
-        with Segmenter(options=options, expected_images=feed.total) as loaded:
+        # the pictures, should the network run where it can draw them too (the fused graph on a GPU)
+        drawing = DrawSpec(options.visualize, options.filter_mode) \
+            if feed.wants_pictures() and options.image_codec != "cpu" and isinstance(feed, ImageFeed) else None
+        with Segmenter(options=options, expected_images=feed.total, drawing=drawing) as loaded:
             return Runner(loaded, feed, options, emit, log_file, processes).run()
     finally:
         if log_file is not None:
@@ -135,12 +138,18 @@ class Runner:
         return summary
 
     def execute(self, feed: Feed, drawing: DrawSpec | None) -> dict:
-        """The executor for this run: Ray when asked, worker processes for image files on many cores,
-        threads otherwise."""
+        """The executor for this run: Ray when asked; the device executor for image files where the network
+        draws on the GPU and nvImageCodec decodes and encodes there (``image_codec``); worker processes for
+        image files on many cores; threads otherwise."""
         if self.segmenter is None:
             from . import ray
 
             return ray.run(feed.jobs(), self.sink, self.options)
+        codec = self.device_codec(feed, drawing)
+        if codec is not None:
+            from . import device
+
+            return device.run(self.segmenter, feed.jobs(), self.sink, codec=codec)
         if self.processes and feed.writes_files:
             return worker_processes.run(self.segmenter, feed.jobs(), self.sink, processes=self.processes,
                                         drawing=drawing)
@@ -151,3 +160,15 @@ class Runner:
         # frame after another).
         return threads.run(self.segmenter, feed.jobs(), self.sink, drawing=drawing, put=feed.put,
                            workers=self.options.workers, depth=1 if feed.live else None)
+
+    def device_codec(self, feed: Feed, drawing: DrawSpec | None):
+        """nvImageCodec's codec (``gpu_codec.GpuCodec``) when the device executor runs this feed: image files
+        with pictures, drawn inside the graph (``draws_on_device``), and the GPU codec there (``auto``) or
+        asked for (``gpu``: files it cannot take go through the CPU codecs, and one line says why)."""
+        mode = self.options.image_codec
+        if mode == "cpu" or drawing is None or not feed.writes_files or not self.segmenter.draws_on_device:
+            return None
+        from ..gpu_codec import GpuCodec
+
+        codec = GpuCodec()
+        return codec if codec.on_gpu or mode == "gpu" else None

@@ -110,8 +110,11 @@ class TensorRTBackend:
     can_fuse = False
     on_cuda = True
 
-    def fuse(self, spec) -> None:
+    def fuse(self, spec, draw=None) -> None:
         raise SegnetError("the TensorRT backend runs the network's own graph; pre-processing is not fused")
+
+    def infer_pictures(self, images: np.ndarray, colors: np.ndarray, draw) -> tuple[np.ndarray, ...]:
+        raise SegnetError("the TensorRT backend runs the network's own graph; pictures are drawn on the CPU")
 
     def infer_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise SegnetError("the TensorRT backend runs the network's own graph; pre-processing is not fused")

@@ -1,0 +1,89 @@
+"""The device executor (issue 20): batches decoded, drawn inside the fused graph and encoded, overlapped.
+On this CPU machine it runs with onnxruntime's CPU provider and the CPU codecs standing in for nvImageCodec
+(``--fuse on --image-codec gpu``), so the same files as every other executor must come out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+import pytest
+
+from segnet.errors import UsageError
+from segnet.run import Finished, ImageDone, ImageFailed, run
+from segnet.run import device as device_executor
+from tests.conftest import IMAGES
+
+
+def _digests(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Street and indoor images of several sizes, a PNG, and a file that is not an image."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("city_0.jpg", "city_1.jpg", "room_0.jpg", "trail_0.jpg", "object_0.jpg"):
+        (folder / name).write_bytes((IMAGES / name).read_bytes())
+    from PIL import Image
+
+    Image.open(IMAGES / "peds_2.jpg").save(folder / "peds_2.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg at all")
+    return folder
+
+
+def test_the_device_executor_writes_what_the_cpu_executors_write(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(device_executor, "BATCH", 3)  # several batches, of mixed sizes, in flight
+    used = []
+    real = device_executor.run
+    monkeypatch.setattr(device_executor, "run", lambda *a, **k: used.append(True) or real(*a, **k, batch=3))
+    checksums = _digests(folder)
+    events = []
+    summary = run(folder, tmp_path / "device", fuse="on", image_codec="gpu", visualize="overlay,mask",
+                  stats=True, on_event=events.append)
+    assert used == [True]
+    reference = run(folder, tmp_path / "cpu", image_codec="cpu", visualize="overlay,mask", stats=True)
+    assert (summary.done, summary.failed) == (reference.done, reference.failed) == (6, 1)
+    assert _digests(tmp_path / "device") == _digests(tmp_path / "cpu")  # byte for byte, PNG and JPEG
+    assert _digests(folder) == checksums  # inputs untouched
+    per_image = [e for e in events if isinstance(e, (ImageDone, ImageFailed))]
+    assert [e.index for e in per_image] == list(range(7))  # input order, whatever batch each was in
+    failed = [e for e in per_image if isinstance(e, ImageFailed)]
+    assert [e.name.rsplit("/", 1)[-1] for e in failed] == ["broken.jpg"]
+    assert all(e.stats and "grid size" in e.stats for e in per_image if isinstance(e, ImageDone))
+    assert isinstance(events[-1], Finished)
+    done = [e for e in per_image if isinstance(e, ImageDone)]
+    assert all({"decode", "inference", "encode"} <= set(e.seconds) for e in done)
+
+
+def test_the_device_executor_is_not_chosen_on_a_cpu_by_default(folder, tmp_path, monkeypatch, caplog):
+    used = []
+    monkeypatch.setattr(device_executor, "run", lambda *a, **k: used.append(True))
+    with caplog.at_level(logging.INFO, logger="segnet"):
+        run(folder, tmp_path / "auto")
+        run(folder, tmp_path / "fused", fuse="on")  # the fused graph without pictures drawn in it
+    assert used == []
+    assert not [r for r in caplog.records if "nvImageCodec" in r.getMessage()]  # nothing said about GPUs
+
+
+def test_image_codec_is_checked_like_every_option():
+    with pytest.raises(UsageError, match=r"image_codec='tpu'.*choose auto, cpu or gpu"):
+        run(IMAGES / "city_0.jpg", None, image_codec="tpu", stats=True)
+
+
+def test_draw_batch_on_the_device_equals_drawing_here():
+    from segnet import Segmenter
+    from segnet.drawing import DrawSpec, draw
+
+    spec = DrawSpec(("overlay", "mask"), "linear")
+    images = np.stack([np.asarray(__import__("PIL.Image").Image.open(IMAGES / f"city_{i}.jpg").convert("RGB"))
+                       for i in range(2)])
+    with Segmenter(fuse="on", image_codec="gpu", drawing=spec) as device, Segmenter(drawing=spec) as here:
+        assert device.draws_on_device and not here.draws_on_device
+        for (a, picture_a), (b, picture_b) in zip(device.draw_batch(images), here.draw_batch(images)):
+            assert (a.class_map == b.class_map).all()
+            assert np.array_equal(picture_a, picture_b)
+            assert np.array_equal(picture_b, draw(b.image, b.class_map, b.colors, spec))
