@@ -336,8 +336,9 @@ class Segmenter:
             raise SegnetError(f"this Segmenter of {self.name} is closed (close() was called, or its with block "
                               "ended): make a new one")
         results = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+        step = max(self.batch_size, len(images))  # the device takes the caller's batch whole
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
             pictures, maps, scores = backend.infer_pictures(chunk, self.colors, self.drawing)
             for rgb, picture, class_map, raw in zip(chunk, pictures, maps, scores):
                 result = self.finish(Prepared(rgb, rgb), self._read_scores(raw, rgb), class_map)

@@ -1,8 +1,8 @@
 """The device executor (issue 20): image files whose pixels stay with the GPU's codec and the network.
 
-    read + decode a batch (nvImageCodec) ─▶ network + class map + picture (the fused graph) ─▶ encode + write
-           (a worker thread)                        (this thread)                             (worker threads)
-                                                                                     ─▶ sink (in input order)
+    read + decode a batch (nvImageCodec) ─▶ network + class map + picture ─▶ encode (nvImageCodec) ─▶ write files
+           (a worker thread)                  (the fused graph, this thread)   (a worker thread)    (a pool)
+                                                                                           ─▶ sink (in input order)
 
 JPEGs are decoded and encoded by ``gpu_codec.GpuCodec`` (any file or picture it refuses goes through the CPU
 codecs, per image), and the picture is drawn inside the fused graph (``Segmenter.draw_batch``), so this
@@ -32,14 +32,15 @@ DEPTH = 4
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, codec,
-        batch: int = BATCH, depth: int = DEPTH, writers: int = 4) -> dict:
+        batch: int = BATCH, depth: int = DEPTH, writers: int = 8) -> dict:
     """Segment every job (image files: ``job.path``; pictures to ``job.target`` or none) with ``codec``
     decoding and encoding and the segmenter drawing (``segmenter.draw_batch``). ``sink(job)`` runs here, in
     input order, for every job. Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``."""
     cpu_start = time.process_time()
     chunks = _chunks(iter(jobs), batch)
     reader = ThreadPoolExecutor(1, thread_name_prefix="segnet-decode")
-    writer = ThreadPoolExecutor(max(1, writers), thread_name_prefix="segnet-encode")
+    encoder = ThreadPoolExecutor(1, thread_name_prefix="segnet-encode")  # one codec, one thread
+    files = ThreadPoolExecutor(max(1, writers), thread_name_prefix="segnet-write")  # each write is synced
     decoding: deque[tuple[list[Job], Future]] = deque()
     writing: deque[tuple[list[Job], Future | None]] = deque()
 
@@ -67,14 +68,14 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
             fill()
             _infer(segmenter, chunk, images)
             targets = [job for job in chunk if job.error is None and job.target is not None]
-            writing.append((chunk, writer.submit(_write, codec, targets) if targets else None))
+            writing.append((chunk, encoder.submit(_write, codec, files, targets) if targets else None))
             drain(depth)
         drain(0)
     finally:
-        reader.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True, cancel_futures=True)
+        for pool in (reader, encoder, files):
+            pool.shutdown(wait=True, cancel_futures=True)
     cpu = time.process_time() - cpu_start
-    return {"kind": "device", "workers": 1 + max(1, writers), "cpu_seconds": cpu, "main_cpu_seconds": cpu}
+    return {"kind": "device", "workers": 2 + max(1, writers), "cpu_seconds": cpu, "main_cpu_seconds": cpu}
 
 
 def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
@@ -114,14 +115,40 @@ def _infer(segmenter, chunk: list[Job], images: list[Any]) -> None:
         _share(group, "inference", start, cpu)
 
 
-def _write(codec, jobs: list[Job]) -> None:
+def _write(codec, files: ThreadPoolExecutor, jobs: list[Job]) -> None:
+    """Encode the JPEG pictures in one call (the GPU's), then write every file in the pool; any other format,
+    and any picture the codec refuses, is written by ``image_io.write_image`` there."""
+    from pathlib import Path
+
+    from ..image_io import image_format, write_image
+    from ..util import atomic_write
+
     start, cpu = time.perf_counter(), time.thread_time()
-    errors = codec.write_images([job.picture for job in jobs], [job.target for job in jobs])
-    for job, error in zip(jobs, errors):
-        job.picture = None
-        if error is not None:
-            job.error = error
+    jpeg = [job for job in jobs if Path(job.target).suffix.lower() in JPEG_SUFFIXES]
+    encoded = dict(zip(map(id, jpeg), codec.encode_jpegs([job.picture for job in jpeg]))) if jpeg else {}
     _share(jobs, "encode", start, cpu)
+
+    def put(job: Job) -> None:
+        begin, used = time.perf_counter(), time.thread_time()
+        try:
+            data = encoded.get(id(job))
+            if data is None:
+                write_image(job.picture, Path(job.target))
+            else:
+                image_format(Path(job.target))
+                atomic_write(Path(job.target), data)
+        except SegnetError as exc:
+            job.error = exc
+        finally:
+            job.picture = None
+            job.times["write"] = time.perf_counter() - begin
+            job.cpu["write"] = time.thread_time() - used
+
+    for future in [files.submit(put, job) for job in jobs]:
+        future.result()
+
+
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
 
 def _share(jobs: list[Job], stage: str, start: float, cpu: float) -> None:
