@@ -64,7 +64,7 @@ VISUALIZE_MODES = ("overlay", "mask", "classes")
 FILTER_MODES = ("point", "linear")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 TENSORRT_FLAVOURS = ("auto", "tensorrt", "tensorrt_rtx")
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8")
 LAYOUTS = ("NCHW", "NHWC")
 RESIZE_MODES = ("nearest", "bilinear", "letterbox")
 SCORES = ("logits", "sigmoid")
@@ -262,8 +262,8 @@ class Options:
     # how it runs
     backend: str = _option("auto", choice(*BACKENDS), "auto, onnxruntime or tensorrt (default: auto: "
                            "TensorRT when it can run here, else onnxruntime)", BACKEND, "NAME")
-    precision: str | None = _option(None, optional(choice(*PRECISIONS)), "fp16 or fp32 (default: fp16 on "
-                                    "TensorRT, fp32 on onnxruntime)", BACKEND, "P")
+    precision: str | None = _option(None, optional(choice(*PRECISIONS)), "fp16, fp32 or int8 (default: fp16 on "
+                                    "TensorRT, fp32 on onnxruntime; int8: a copy calibrated on images)", BACKEND, "P")
     engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines are kept (default: "
                                         "$SEGNET_CACHE, else beside the model when writable, else the user "
                                         "cache)", BACKEND, "DIR")

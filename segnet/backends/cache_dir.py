@@ -1,4 +1,4 @@
-"""Where segnet keeps the files it derives from a model: TensorRT engines and their caches, FP16 copies."""
+"""Where segnet keeps the files it derives from a model: TensorRT engines and their caches, FP16 and INT8 copies."""
 
 from __future__ import annotations
 
@@ -21,16 +21,18 @@ def is_writable(folder: Path) -> bool:
 
 
 def cache_dir(model_path: str | Path, override: str | Path | None = None, *,
-              writable: Callable[[Path], bool] = is_writable) -> Path:
+              writable: Callable[[Path], bool] = is_writable, beside: bool = True) -> Path:
     """The folder: ``override`` (``--engine-cache``), else ``$SEGNET_CACHE``, else the model's folder when
-    writable (where jetson users look), else the user cache directory."""
+    writable (where jetson users look) and ``beside``, else the user cache directory. INT8 copies pass
+    ``beside=False``: they are made from images, not only from the model, so they never go into the package or a
+    checkout."""
     chosen = override or os.environ.get("SEGNET_CACHE")
     if chosen:
         return _ready(Path(chosen).expanduser(), writable,
                       f"choose another with {option('engine_cache')} or SEGNET_CACHE")
-    beside = Path(model_path).resolve().parent
-    if writable(beside):
-        return beside
+    folder = Path(model_path).resolve().parent
+    if beside and writable(folder):
+        return folder
     import platformdirs
 
     return _ready(Path(platformdirs.user_cache_dir("segnet")) / "engines", writable,
