@@ -17,11 +17,13 @@ examples:
   segnet-eval --network=fcn-resnet18-camvid camvid/val/images camvid/val/labels
   segnet-eval --backend=onnxruntime --compare backend=onnxruntime,precision=fp16 images/ labels/
   segnet-eval --backend=tensorrt --compare backend=onnxruntime images/          # no labels: agreement only
+  segnet-eval --compare precision=fp32,precision=int8 camvid/val/images camvid/val/labels
 
 --compare OTHER runs the network a second time with OTHER's backend options (NAME=VALUE joined by ',', the
 options of the backend group: backend, precision, tensorrt_flavour, engine_cache, batch_size, threads) and
 reports per image and in total how often the two class maps agree, the largest difference between their
 scores and, with labels, each run's pixel accuracy and mean IoU and the difference (second minus first).
+A name given twice sets both runs: the first value is A's, the second B's (precision=fp32,precision=int8).
 """
 
 
@@ -35,16 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "by file stem (optional with --compare)")
     add_options(p, "network", "backend", "format")
     p.add_argument("--compare", metavar="OTHER", help="also run with these backend options (e.g. precision=fp16, "
-                   "backend=onnxruntime) and report how the two runs agree")
+                   "backend=onnxruntime; a name given twice sets both runs: precision=fp32,precision=int8) and "
+                   "report how the two runs agree")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_verbosity(p)
     return p
 
 
-def compared_options(text: str) -> dict:
-    """``"backend=onnxruntime,precision=fp16"`` -> the options it changes (backend options only)."""
+def compared_options(text: str) -> tuple[dict, dict]:
+    """``"backend=onnxruntime,precision=fp16"`` -> the options it changes for (A, B), backend options only: B's,
+    and A's where a name is given twice (``"precision=fp32,precision=int8"``: A fp32, B int8)."""
     allowed = [f.name for f in option_fields("backend")]
-    given = {}
+    first: dict = {}
+    second: dict = {}
     for part in text.split(","):
         name, equals, value = part.strip().partition("=")
         name = name.strip().replace("-", "_")
@@ -52,8 +57,12 @@ def compared_options(text: str) -> dict:
             raise UsageError(f"--compare {text}: give backend options as NAME=VALUE joined by ',' (e.g. "
                              f"precision=fp16 or backend=onnxruntime,precision=fp16); the names are "
                              f"{', '.join(allowed)}")
-        given[name] = value.strip()
-    return given
+        if name in first:
+            raise UsageError(f"--compare {text}: {name} is given more than twice (once for each run at most)")
+        if name in second:
+            first[name] = second[name]
+        second[name] = value.strip()
+    return first, second
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give the folder of labels (or --compare OTHER to compare two runs without labels)")
     options = options_from(args, ignore_class=None)
     if args.compare is not None:
-        return compare(args, options, Options.create(options, **compared_options(args.compare)))
+        changes_a, changes_b = compared_options(args.compare)
+        return compare(args, Options.create(options, **changes_a), Options.create(options, **changes_b))
     from ..evaluation import evaluate
 
     with Segmenter(options=options) as segmenter:

@@ -67,7 +67,7 @@ def test_targets_and_batch_size_make_their_own_engine(rtx, network, tmp_path):
 
 @pytest.mark.parametrize("args, code, words", [
     (["--target", "sm90"], 2, "--target sm90: TensorRT-RTX builds for sm75, sm80, sm86, sm89, sm120, sm121"),
-    (["--precision", "int8"], 2, "--precision int8: choose fp16 or fp32"),
+    (["--precision", "int4"], 2, "--precision int4: choose fp16, fp32 or int8"),
     (["--threads", "2"], 2, "unrecognized arguments: --threads 2"),
     (["--backend", "tensorrt"], 2, "unrecognized arguments: --backend"),
 ])
