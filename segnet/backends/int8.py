@@ -41,7 +41,7 @@ METHOD = "minmax"
 #: Fewer images than this give ranges that a next image easily exceeds: a usage error.
 MIN_IMAGES = 8
 #: More are taken evenly spread over the folder (MinMax gains little from more, and each costs a network run).
-MAX_IMAGES = 256
+MAX_IMAGES = 64
 #: Where a model folder keeps the images its INT8 copy is calibrated on by default.
 SHIPPED_FOLDER = "calibration"
 #: Settings each form is made with (recorded in its JSON; a change here changes what a copy is).
@@ -227,3 +227,32 @@ def preparer(model_path: str | Path, input_shape: tuple[int | None, ...],
                        layout=layout)[0]
 
     return prepared
+
+
+def calibrate(options=None, images: str | Path | None = None, forms: tuple[str, ...] = FORMS,
+              **given) -> list[Int8Copy]:
+    """Calibrate the INT8 copies of the network the options name (``network``, or ``model`` with its
+    ``segnet.json``) on the images of the folder ``images``, pre-processed as a run with these options prepares
+    them, replacing those in the cache: one per form (``qoperator``: what ``precision='int8'`` runs on
+    onnxruntime; ``qdq``: what an INT8 TensorRT engine is built from). ``engine_cache`` chooses the cache as for
+    a run. Too few images is a ``UsageError``, checked before any work."""
+    from .. import model_format
+    from ..options import Options
+    from ..zoo.resolve import locate
+    from .base import check_contract, onnx_io
+    from .cache_dir import cache_dir
+
+    options = Options.create(options, **given)
+    if images is None:
+        raise UsageError(f"give the folder of images to calibrate on ({option('calibrate')})")
+    calibration_images(images)
+    files = locate(options)
+    sidecar = model_format.read_sidecar(options.model if options.model is not None else files.model)
+    fmt = model_format.resolve(options, sidecar)
+    inp, _ = check_contract(files.model, *onnx_io(files.model), options.input_blob or sidecar.get("input_blob"),
+                            options.output_blob or sidecar.get("output_blob"))
+    folder = cache_dir(files.model, options.engine_cache, beside=False)
+    prepare = preparer(files.model, inp.shape, fmt)
+    sha = file_sha256(files.model)
+    return [int8_model(files.model, folder, prepare, images=images, form=form, input_blob=inp.name,
+                       model_sha256=sha) for form in forms]

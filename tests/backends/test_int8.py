@@ -137,3 +137,34 @@ def test_many_images_are_taken_evenly_spread(tmp_path, monkeypatch):
     chosen = int8.calibration_images(IMAGES)
     everything = sorted(p.name for p in IMAGES.iterdir())
     assert [p.name for p in chosen] == [everything[i] for i in (0, 3, 7, 10)]
+
+
+def test_calibration_reports_progress_per_image(tmp_path):
+    from segnet.progress import set_progress_factory
+
+    bars: list = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.done, self.closed = kwargs, 0, False
+            bars.append(self)
+
+        def update(self, n: int = 1):
+            self.done += n
+
+        def reset(self, total=None):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    model = make_fcn(tmp_path / "m.onnx")
+    set_progress_factory(Bar)
+    try:
+        int8.int8_model(model, tmp_path, int8.preparer(model, (1, 3, 32, 64)), images=IMAGES)
+    finally:
+        set_progress_factory(None)
+    (bar,) = bars
+    count = len(list(IMAGES.iterdir()))
+    assert bar.kwargs == {"total": count, "desc": "calibrating", "unit": "img", "bytes": False}
+    assert bar.done == count and bar.closed

@@ -4,7 +4,9 @@ later run looks, and its one-line errors."""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from tests.support.cli import assert_one_line_error, run_cli
 from tests.support.models import make_fcn, write_network
 
 MODULES = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "tensorrt_rtx_bindings")
+IMAGES = Path(__file__).resolve().parents[2] / "data" / "images"
 
 
 @pytest.fixture
@@ -96,3 +99,36 @@ def test_help_lists_the_network_and_engine_options_only():
         assert flag in proc.stdout, flag
     for flag in ("--backend", "--threads", "--alpha", "--workers"):
         assert flag not in proc.stdout, flag
+
+
+def test_calibrate_makes_both_int8_copies_without_tensorrt(network, tmp_path, monkeypatch):
+    for name in MODULES:  # calibration alone needs onnxruntime only
+        monkeypatch.setitem(sys.modules, name, None)
+    proc = build("--model", network, "--calibrate", IMAGES, "--engine-cache", tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("calibrated in ") and lines[2].startswith("calibrated in ")
+    assert lines[0].endswith(f" on {len(list(IMAGES.iterdir()))} images: INT8 copy (QOperator, for onnxruntime), "
+                             f"{Path(lines[1]).stat().st_size / 1e6:.1f} MB")
+    assert ": INT8 copy (QDQ, for TensorRT), " in lines[2]
+    assert Path(lines[1]).name.startswith("fcn_resnet18.int8-qoperator.")
+    assert Path(lines[3]).name.startswith("fcn_resnet18.int8-qdq.")
+    for copy in (Path(lines[1]), Path(lines[3])):
+        record = json.loads(copy.with_suffix(".json").read_text())
+        assert record["calibration_folder"] == str(IMAGES) and record["method"] == "minmax"
+    assert proc.stderr.count("segnet: calibrating the INT8 copy") == 2
+    # the run finds the copy: --precision int8 on onnxruntime, no calibration again
+    run = run_cli("--model", network, "--backend", "onnxruntime", "--precision", "int8", "--engine-cache",
+                  tmp_path / "cache", "--stats", IMAGES / "city_0.jpg")
+    assert run.returncode == 0, run.stderr
+    assert "calibrating" not in run.stderr and "num classes: 5" in run.stdout
+
+
+def test_calibrate_on_too_few_images_is_one_usage_line(network, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    (few / "a.jpg").write_bytes((IMAGES / "city_0.jpg").read_bytes())
+    proc = build("--model", network, "--calibrate", few, "--engine-cache", tmp_path / "cache")
+    assert_one_line_error(proc, 2, f"--calibrate {few}: 1 image; INT8 calibration needs at least 8 images",
+                          prog="segnet-build-engine")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.onnx"))
