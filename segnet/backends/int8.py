@@ -165,7 +165,8 @@ def quantize(model_path: str | Path, files: list[Path], prepare: Callable[[np.nd
                                 quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
                                 activation_type=QuantType.QInt8 if qdq else QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, per_channel=True, reduce_range=not qdq,
-                                extra_options={"ActivationSymmetric": qdq, "WeightSymmetric": True})
+                                extra_options={"ActivationSymmetric": qdq, "WeightSymmetric": True,
+                                               "QuantizeBias": not qdq})
             return out.read_bytes()
     except SegnetError:
         raise

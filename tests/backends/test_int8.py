@@ -168,3 +168,40 @@ def test_calibration_reports_progress_per_image(tmp_path):
     count = len(list(IMAGES.iterdir()))
     assert bar.kwargs == {"total": count, "desc": "calibrating", "unit": "img", "bytes": False}
     assert bar.done == count and bar.closed
+
+
+def test_segnet_bench_times_the_network_in_fp32_and_int8(tmp_path):
+    """``segnet-bench`` on onnxruntime shows both CPU precisions, whichever one the run used; a model without
+    an INT8 copy says why in one line instead of a time."""
+    from segnet.benchmark import format_report, precisions
+    from segnet.options import Options
+    from tests.support.models import write_network
+
+    net = write_network(tmp_path / "net", make_fcn, names=list("abcde"))
+    options = Options(model=net, backend="onnxruntime", engine_cache=tmp_path / "cache")
+    measured = {"batch": 1, "median_ms_per_call": 2.0, "ms_per_image": 2.0}
+    missing = precisions(options, "onnxruntime (CPUExecutionProvider)", measured, 2, IMAGES / "city_0.jpg")
+    assert missing["fp32"] is measured and "has no INT8 copy yet" in missing["int8"]["error"]
+    model = net / "fcn_resnet18.onnx"
+    int8.int8_model(model, tmp_path / "cache", int8.preparer(model, (1, 3, 32, 64)), images=IMAGES)
+    both = precisions(options, "onnxruntime (CPUExecutionProvider)", measured, 2, IMAGES / "city_0.jpg")
+    assert both["fp32"] is measured and both["int8"]["ms_per_image"] > 0
+    assert precisions(options, "TensorRT-RTX 1.7.1.116 (FP16 engine)", measured, 2, IMAGES / "city_0.jpg") == {}
+    report = {"images": 1, "input_size": [64, 32], "network": "net", "backend": "onnxruntime", "image_size": "as is",
+              "visualize": "overlay", "format": "jpg", "batch_size": 1, "workers": 1, "worker_kind": "threads",
+              "cores": 2, "network_only": [measured], "network_by_precision": both}
+    line = next(x for x in _report_lines(format_report, report) if "by precision" in x)
+    ratio = 2.0 / both["int8"]["ms_per_image"]
+    assert line == (f"network only on onnxruntime, batch 1, by precision: fp32 2.00 ms/image, int8 "
+                    f"{both['int8']['ms_per_image']:.2f} ms/image ({ratio:.2f}x fp32)")
+
+
+def _report_lines(format_report, report: dict) -> list[str]:
+    """The printed report, with made-up stage times (only the network lines are looked at)."""
+    from segnet import benchmark
+
+    full = dict.fromkeys(benchmark.STAGES, 0.001)
+    run = {"stage_seconds": full, "cpu_stage_seconds": full, "seconds": 1.0, "images_per_s": 1.0,
+           "bound": benchmark.bound({"stage_seconds": full, "cpu_stage_seconds": full, "seconds": 1.0,
+                                     "cpu_seconds": 0.01}, 1, 2)}
+    return format_report({**report, "sequential": run, "pipelined": run, "speedup": 1.0}).splitlines()

@@ -132,3 +132,30 @@ def test_calibrate_on_too_few_images_is_one_usage_line(network, tmp_path):
     assert_one_line_error(proc, 2, f"--calibrate {few}: 1 image; INT8 calibration needs at least 8 images",
                           prog="segnet-build-engine")
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.onnx"))
+
+
+def test_calibrate_and_precision_int8_build_the_engine_from_the_qdq_copy(rtx, network, tmp_path):
+    proc = build("--model", network, "--calibrate", IMAGES, "--precision", "int8", "--engine-cache", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 6 and lines[4].startswith("built in ")
+    assert ": INT8 TensorRT-RTX 1.7.1.116 engine for every GPU it supports by default" in lines[4]
+    assert ".int8-qdq.rtx1.7.1.116.portable." in lines[5]
+    assert "(its calibrated INT8 QDQ copy)" in proc.stderr
+    ops = {n.op_type for n in rtx["parsed_model"].graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # explicit quantization: what TensorRT fuses
+    # a later build finds it; a new calibration is a new engine (its key holds the copy's hash)
+    again = build("--model", network, "--precision", "int8", "--engine-cache", tmp_path)
+    assert again.returncode == 0 and again.stdout.splitlines()[1] == lines[5] and rtx["builds"] == 1
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for image in sorted(IMAGES.iterdir())[:8]:
+        (fewer / image.name).write_bytes(image.read_bytes())
+    other = build("--model", network, "--calibrate", fewer, "--precision", "int8", "--engine-cache", tmp_path)
+    assert other.returncode == 0 and other.stdout.splitlines()[5] != lines[5] and rtx["builds"] == 2
+
+
+def test_precision_int8_without_calibration_says_how(rtx, network, tmp_path):
+    assert_one_line_error(build("--model", network, "--precision", "int8", "--engine-cache", tmp_path), 1,
+                          "has no INT8 copy yet: calibrate one on images like those it will see with "
+                          "segnet-build-engine --model ", prog="segnet-build-engine")
