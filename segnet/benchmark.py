@@ -158,6 +158,7 @@ def benchmark(paths: list[Path], options: Options, scratch: Path, *, fmt: str = 
         net = [network_only(single, 1, network_runs, paths[0])]
         if options.batch_size > 1:
             net.append(network_only(batched, options.batch_size, network_runs, paths[0]))
+    by_precision = precisions(single_options, str(segmenter_info["backend"]), net[0], network_runs, paths[0])
     n = len(paths)
     cores = worker_processes.cores()
     pipe["bound"] = bound(pipe, n, cores)
@@ -174,8 +175,36 @@ def benchmark(paths: list[Path], options: Options, scratch: Path, *, fmt: str = 
         "visualize": ",".join(options.visualize), "format": fmt,
         "sequential": {**seq, "images_per_s": n / seq["seconds"]},
         "pipelined": {**pipe, "images_per_s": n / pipe["seconds"]},
-        "speedup": seq["seconds"] / pipe["seconds"], "network_only": net, **extra,
+        "speedup": seq["seconds"] / pipe["seconds"], "network_only": net, "network_by_precision": by_precision,
+        **extra,
     }
+
+
+#: The precisions the network alone is timed in on onnxruntime's CPU provider, whichever one the run used.
+CPU_PRECISIONS = ("fp32", "int8")
+
+
+def precisions(options: Options, description: str, measured: dict, runs: int, sample: Path) -> dict:
+    """The network alone (batch 1) in each of ``CPU_PRECISIONS`` when the run is on onnxruntime: the one the run
+    used is ``measured``, the others are opened and timed here. A precision the model cannot run (no INT8 copy)
+    gives its one-line reason instead of a time. Empty on other backends."""
+    from .errors import SegnetError
+    from .segmenter import Segmenter
+
+    if not description.startswith("onnxruntime"):
+        return {}
+    used = options.precision or "fp32"
+    found: dict = {}
+    for precision in CPU_PRECISIONS:
+        if precision == used:
+            found[precision] = measured
+            continue
+        try:
+            with Segmenter(options=Options.create(options, backend="onnxruntime", precision=precision)) as other:
+                found[precision] = network_only(other, 1, runs, sample)
+        except SegnetError as exc:
+            found[precision] = {"error": str(exc)}
+    return found
 
 
 def format_report(r: dict) -> str:
@@ -194,6 +223,15 @@ def format_report(r: dict) -> str:
                  f"   pipelined / sequential = {r['speedup']:.2f}x")
     for net in r["network_only"]:
         lines.append(f"network only, batch {net['batch']}: {net['ms_per_image']:.2f} ms/image")
+    timed = {p: t["ms_per_image"] for p, t in r.get("network_by_precision", {}).items() if "ms_per_image" in t}
+    if timed:
+        base = timed.get("fp32")
+        each = ", ".join(f"{p} {ms:.2f} ms/image" + (f" ({base / ms:.2f}x fp32)" if base and p != "fp32" else "")
+                         for p, ms in timed.items())
+        lines.append(f"network only on onnxruntime, batch 1, by precision: {each}")
+    for p, t in r.get("network_by_precision", {}).items():
+        if "error" in t:
+            lines.append(f"network only in {p}: not measured ({t['error']})")
     lines.append("* stages overlap in the pipelined run: their sum exceeds the wall time")
     pipe, b = r["pipelined"], r["pipelined"]["bound"]
     lines.append("")

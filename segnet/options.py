@@ -77,7 +77,7 @@ CODEC_MODES = ("auto", "cpu", "gpu")
 FILTER_MODES = ("point", "linear")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 TENSORRT_FLAVOURS = ("auto", "tensorrt", "tensorrt_rtx")
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8")
 LAYOUTS = ("NCHW", "NHWC")
 RESIZE_MODES = ("nearest", "bilinear", "letterbox")
 SCORES = ("logits", "sigmoid")
@@ -284,10 +284,10 @@ class Options:
     # how it runs
     backend: str = _option("auto", choice(*BACKENDS), "auto, onnxruntime or tensorrt (default: auto: "
                            "TensorRT when it can run here, else onnxruntime)", BACKEND, "NAME")
-    precision: str | None = _option(None, optional(choice(*PRECISIONS)), "fp16 or fp32 (default: fp16 on "
-                                    "TensorRT, fp32 on onnxruntime)", BACKEND, "P")
-    engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines and FP16 copies of "
-                                        "models are kept (default: $SEGNET_CACHE, else the user cache; never "
+    precision: str | None = _option(None, optional(choice(*PRECISIONS)), "fp16, fp32 or int8 (default: fp16 on "
+                                    "TensorRT, fp32 on onnxruntime; int8: a copy calibrated on images)", BACKEND, "P")
+    engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines and FP16 and INT8 copies "
+                                        "of models are kept (default: $SEGNET_CACHE, else the user cache; never "
                                         "beside the model)", BACKEND, "DIR")
     tensorrt_flavour: str = _option("auto", choice(*TENSORRT_FLAVOURS), "which TensorRT: tensorrt (10.x, 11.x) or "
                                     "tensorrt_rtx (TensorRT for RTX); default auto: TensorRT when installed, else "

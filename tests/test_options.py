@@ -46,7 +46,7 @@ def test_text_and_typed_values_are_normalised_alike(given, normalised):
     ("std", "1,-1e-7,1", "no value may be smaller than 1e-06 in size"),
     ("batch_size", 0, "give a whole number from 1 to 1024"),
     ("batch_size", True, "give a whole number from 1 to 1024"),
-    ("precision", "int8", "choose fp16 or fp32"),
+    ("precision", "int4", "choose fp16, fp32 or int8"),
     ("backend", "cuda", "choose auto, onnxruntime or tensorrt"),
     ("visualize", "heatmap", "use overlay, mask, overlay,mask or classes"),
     ("visualize", "overlay,classes", "use overlay, mask, overlay,mask or classes"),

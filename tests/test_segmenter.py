@@ -66,8 +66,8 @@ def test_bad_arguments_raise_library_errors_in_the_library_s_words(pooling_net):
         Segmenter(model=pooling_net, alpha=256)
     with pytest.raises(OptionError, match=r"^filter_mode='bicubic': choose point or linear$"):
         Segmenter(model=pooling_net, filter_mode="bicubic")
-    with pytest.raises(OptionError, match=r"^precision='int8': choose fp16 or fp32$"):
-        Segmenter(model=pooling_net, backend="onnxruntime", precision="int8")
+    with pytest.raises(OptionError, match=r"^precision='int4': choose fp16, fp32 or int8$"):
+        Segmenter(model=pooling_net, backend="onnxruntime", precision="int4")
     with pytest.raises(UsageError, match=r"^unknown option 'precison': did you mean precision\? the options are "):
         Segmenter(model=pooling_net, precison="fp32")
     with Segmenter(model=pooling_net) as net, pytest.raises(SegnetError, match="uint8 RGB"):

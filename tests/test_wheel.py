@@ -51,10 +51,12 @@ def test_the_wheel_holds_every_package_and_the_default_network(wheel):
     network = "segnet/models/fcn-resnet18-camvid-480x352"
     assert {f"{network}/{f}" for f in ("fcn_resnet18.onnx", "classes.txt", "colors.txt", "MODEL_CARD.md")} <= names
     # the shipped files by name, nothing else left in models/ (an FP16 copy, a lock)
-    from segnet.zoo.registry import NETWORK_FILES, SHIPPED_EXTRA_FILES
+    from segnet.zoo.registry import NETWORK_FILES, SHIPPED_EXTRA_FILES, SHIPPED_FOLDERS
 
+    source = Path(__file__).resolve().parents[1] / "models" / "fcn-resnet18-camvid-480x352"
+    calibration = {f"{folder}/{p.name}" for folder in SHIPPED_FOLDERS for p in (source / folder).iterdir()}
     assert {n for n in names if n.startswith("segnet/models/")} == \
-        {f"{network}/{f}" for f in (*NETWORK_FILES, *SHIPPED_EXTRA_FILES)}
+        {f"{network}/{f}" for f in (*NETWORK_FILES, *SHIPPED_EXTRA_FILES, *calibration)}
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 

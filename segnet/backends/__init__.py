@@ -36,15 +36,17 @@ def open_backend(model_path: str | Path, options: Options | None = None, input_b
     ``tensorrt`` never falls back: it fails with a one-line error saying what to install. ``auto`` uses
     TensorRT (of ``options.tensorrt_flavour``) when it imports and a CUDA GPU it supports is visible, and
     otherwise onnxruntime; when TensorRT is missing or fails to build or load the engine, one status line says
-    why, once per process. onnxruntime runs the model as it is, or with ``backend='onnxruntime'`` and
-    ``precision='fp16'`` its checked FP16 copy (the one TensorRT 11 and TensorRT-RTX build from).
+    why, once per process. onnxruntime runs the model as it is, with ``precision='fp16'`` its checked FP16 copy
+    (the one TensorRT 11 and TensorRT-RTX build from), with ``precision='int8'`` its calibrated INT8 copy; ``auto``
+    falling back to onnxruntime keeps the precision asked (onnxruntime runs all three), and without one runs FP32.
     ``quick_start``: the work is too small to pay for cuDNN's exhaustive algorithm search and CUDA-graph
     capture on onnxruntime's CUDA provider (about a second on the GPU machine; BENCHMARKS.md, issue 20).
     """
     options = options or Options()
+    onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options, options.precision or "fp32",
+                               quick_start)
     if options.backend == "onnxruntime":
-        return _onnxruntime(model_path, input_blob, output_blob, options, options.precision or "fp32", quick_start)
-    onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options, "fp32", quick_start)
+        return onnxruntime
     if options.backend == "auto" and not nvidia_gpu_present():
         log.debug("no NVIDIA GPU here: running on onnxruntime without trying TensorRT")
         return onnxruntime

@@ -1,4 +1,4 @@
-"""Where segnet keeps the files it derives from a model: TensorRT engines and their caches, FP16 copies."""
+"""Where segnet keeps the files it derives from a model: TensorRT engines and their caches, FP16 and INT8 copies."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """onnxruntime backend: CPU everywhere, the CUDA execution provider where onnxruntime-gpu sees a GPU. With
-``precision="fp16"`` it runs the checked FP16 copy of the model (``fp16.py``) instead of the model itself.
+``precision="fp16"`` it runs the checked FP16 copy of the model (``fp16.py``), with ``precision="int8"`` its
+calibrated INT8 copy (``int8.py``), instead of the model itself.
 
 On the CUDA provider the segmenter fuses pre-processing and the class map into the graph (``fuse``,
 ``backends/fused.py``) and ``infer_images`` runs it: the uint8 images are copied into device buffers bound
@@ -92,7 +93,8 @@ class OnnxRuntimeBackend:
         self._bound: dict[tuple[int, ...], _Bound] = {}
         self._indices: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         try:
-            path = self._fp16_copy() if self.precision == "fp16" else self.model_path
+            path = self._fp16_copy() if self.precision == "fp16" else \
+                self._int8_copy() if self.precision == "int8" else self.model_path
             model: str | bytes = str(path)
             if self.batch_size > 1:  # the named (or only) input and output get a symbolic batch axis
                 inp, out = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob,
@@ -106,8 +108,8 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise SegnetError(f"cannot load model {self.model_path}: {_first_line(exc)}") from None
         self._source = path  # what fuse() wraps: the model, or its FP16 copy
-        fp16_note = ", FP16 model" if self.precision == "fp16" else ""
-        self.description = f"onnxruntime ({self.session.get_providers()[0]}{fp16_note})"
+        note = {"fp16": ", FP16 model", "int8": ", INT8 model"}.get(self.precision, "")
+        self.description = f"onnxruntime ({self.session.get_providers()[0]}{note})"
         return self
 
     def _fp16_copy(self) -> Path:
@@ -118,6 +120,14 @@ class OnnxRuntimeBackend:
         providers = list(self.providers or _default_providers(self._ort))
         return fp16.fp16_model(self.model_path, cache_dir(self.model_path, self.cache), input_blob=inp.name,
                                output_blob=out.name, providers=providers)
+
+    def _int8_copy(self) -> Path:
+        from . import int8
+        from .cache_dir import cache_dir
+
+        inp, _ = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob, self.output_blob)
+        return int8.int8_model(self.model_path, cache_dir(self.model_path, self.cache),
+                               int8.preparer(self.model_path, inp.shape), input_blob=inp.name).path
 
     def _session(self, model: str | bytes, graphs: bool = False):
         ort = self._ort

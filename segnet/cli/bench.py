@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     compare = None
     if args.compare is not None:
-        compare = Options.create(options, **compared_options(args.compare, "backend", "run"))
+        changes_a, changes_b = compared_options(args.compare, "backend", "run")
+        options = Options.create(options, **changes_a)
+        compare = Options.create(options, **changes_b)
     for name in ("repeat", "network_runs"):
         if getattr(args, name) < 1:
             raise OptionError(name, getattr(args, name), "give a whole number of 1 or more")

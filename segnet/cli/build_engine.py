@@ -1,10 +1,12 @@
 """``segnet-build-engine``: build the TensorRT engine a later ``segnet-console`` run loads from the cache, ahead of
 time and without running any image. With TensorRT-RTX it needs no GPU and no CUDA package (build servers, CI,
-Docker image builds)."""
+Docker image builds). With ``--calibrate DIR`` it first calibrates the network's INT8 copies on a folder of the
+user's images (``--precision int8``; that needs no TensorRT unless an INT8 engine is asked for too)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .common import Parser, add_options, add_verbosity, configure_output, entry_points, options_from
 
@@ -16,11 +18,20 @@ examples:
   segnet-build-engine --network=fcn-resnet18-cityscapes-1024x512 --batch-size=8
   segnet-build-engine --model=net.onnx --precision=fp32 --engine-cache=engines/
   segnet-build-engine --tensorrt-flavour=tensorrt_rtx --target=sm89,sm120
+  segnet-build-engine --model=net.onnx --calibrate=my-images/                INT8 copies only, no TensorRT needed
+  segnet-build-engine --model=net.onnx --calibrate=my-images/ --precision=int8    and the INT8 engine
 
 TensorRT-RTX builds without a GPU: without --target, the portable engine for every GPU it supports by default
 (compute capability 8.0, 8.6, 8.9, 12.0, 12.1); --target sm75 for Turing. TensorRT 10/11 build for this
 machine's GPU. Give segnet-console the same network, --precision, --batch-size and --engine-cache to use it.
+
+--calibrate DIR measures the ranges of the network's tensors on the images of DIR (at least 8, like those it will
+see; pre-processed as a run does) and writes its INT8 copies to the cache: QOperator for onnxruntime
+(segnet-console --precision int8) and QDQ, the form TensorRT builds INT8 engines from; how they were calibrated is
+recorded beside them. The default network needs none: its copy is calibrated on CamVid train images it ships.
 """
+
+FOR = {"qoperator": "for onnxruntime", "qdq": "for TensorRT"}
 
 #: The options that decide which engine a run needs; the network group's come with them.
 ENGINE_OPTIONS = ("precision", "engine_cache", "batch_size", "tensorrt_flavour")
@@ -33,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p, "backend", only=ENGINE_OPTIONS)
     p.add_argument("--target", metavar="SM,...", help="TensorRT-RTX only: the compute capabilities to build for, "
                    "e.g. sm89,sm120 (sm75, sm80, sm86, sm89, sm120, sm121); default: its portable engine")
+    p.add_argument("--calibrate", metavar="DIR", type=Path, help="calibrate the INT8 copies (for --precision int8) "
+                   "on the images of DIR (at least 8); builds no engine unless --precision int8 is given too")
     add_verbosity(p)
     return p
 
@@ -42,7 +55,17 @@ def run(args: argparse.Namespace) -> int:
 
     configure_output(args.quiet, args.verbose)
     targets = parse_targets(args.target) if args.target is not None else None
-    built = build_ahead(options_from(args), targets)
+    options = options_from(args)
+    if args.calibrate is not None:
+        from ..backends.int8 import calibrate
+
+        for made in calibrate(options, args.calibrate):
+            print(f"calibrated in {made.seconds:.1f} s on {made.record['calibration_count']} images: INT8 copy "
+                  f"({made.record['format']}, {FOR[made.record['form']]}), {made.path.stat().st_size / 1e6:.1f} MB")
+            print(made.path)
+        if options.precision != "int8":
+            return 0
+    built = build_ahead(options, targets)
     what = "built" if built.built else "already in the cache"
     time = f" in {built.seconds:.1f} s" if built.built else ""
     print(f"{what}{time}: {built.description}, {built.size / 1e6:.1f} MB")

@@ -217,16 +217,22 @@ def _stop_on_sigterm():
     return signal.signal(signal.SIGTERM, stop)
 
 
-def compared_options(text: str, *groups: str) -> dict:
+def compared_options(text: str, *groups: str) -> tuple[dict, dict]:
     """``--compare OTHER``, one meaning in every command: run a second time with the options OTHER changes,
-    ``"backend=onnxruntime,precision=fp16"`` -> ``{"backend": ..., "precision": ...}``, names from ``groups``."""
+    names from ``groups``. Returns the changes for (the first run, the second): ``"precision=fp16"`` changes
+    the second run; a name given twice sets both (``"precision=fp32,precision=int8"``: first fp32, second int8)."""
     allowed = [f.name for group in groups for f in option_fields(group)]
-    given = {}
+    first: dict = {}
+    second: dict = {}
     for part in text.split(","):
         name, equals, value = part.strip().partition("=")
         name = name.strip().replace("-", "_")
         if not equals or not value.strip() or name not in allowed:
             raise UsageError(f"--compare {text}: give options as NAME=VALUE joined by ',' (e.g. precision=fp16 or "
                              f"backend=onnxruntime,precision=fp16); the names are {', '.join(allowed)}")
-        given[name] = value.strip()
-    return given
+        if name in first:
+            raise UsageError(f"--compare {text}: {name} is given more than twice (once for each run at most)")
+        if name in second:
+            first[name] = second[name]
+        second[name] = value.strip()
+    return first, second

@@ -17,11 +17,13 @@ examples:
   segnet-eval --network=fcn-resnet18-camvid camvid/val/images camvid/val/labels
   segnet-eval --backend=onnxruntime --compare backend=onnxruntime,precision=fp16 images/ labels/
   segnet-eval --backend=tensorrt --compare backend=onnxruntime images/          # no labels: agreement only
+  segnet-eval --compare precision=fp32,precision=int8 camvid/val/images camvid/val/labels
 
 --compare OTHER runs the network a second time with OTHER's backend options (NAME=VALUE joined by ',', the
 options of the backend group: backend, precision, tensorrt_flavour, engine_cache, batch_size, threads) and
 reports per image and in total how often the two class maps agree, the largest difference between their
 scores and, with labels, each run's pixel accuracy and mean IoU and the difference (second minus first).
+A name given twice sets both runs: the first value is A's, the second B's (precision=fp32,precision=int8).
 """
 
 
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "by file stem (optional with --compare)")
     add_options(p, "network", "backend", "format")
     p.add_argument("--compare", metavar="OTHER", help="also run with these backend options (e.g. precision=fp16, "
-                   "backend=onnxruntime) and report how the two runs agree")
+                   "backend=onnxruntime; a name given twice sets both runs: precision=fp32,precision=int8) and "
+                   "report how the two runs agree")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_verbosity(p)
     return p
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give the folder of labels (or --compare OTHER to compare two runs without labels)")
     options = options_from(args, ignore_class=None)
     if args.compare is not None:
-        return compare(args, options, Options.create(options, **compared_options(args.compare, "backend")))
+        changes_a, changes_b = compared_options(args.compare, "backend")
+        return compare(args, Options.create(options, **changes_a), Options.create(options, **changes_b))
     from ..evaluation import evaluate
 
     with Segmenter(options=options) as segmenter:

@@ -39,6 +39,7 @@ from .registry import (
     MODEL_FILE,
     NETWORK_FILES,
     SHIPPED_EXTRA_FILES,
+    SHIPPED_FOLDERS,
     NetworkInfo,
     is_installed,
     models_dir,
@@ -176,7 +177,7 @@ def verify(info: NetworkInfo, root: str | os.PathLike | None = None) -> list[str
         folder = network_dir(info, models_dir(root))
         expected = dict(info.shipped_sha256)
         what = "shipped"
-        belongs = {*NETWORK_FILES, *SHIPPED_EXTRA_FILES}
+        belongs = {*NETWORK_FILES, *SHIPPED_EXTRA_FILES, *SHIPPED_FOLDERS}
     else:
         folder = models_dir(root) / info.name
         if not folder.is_dir():

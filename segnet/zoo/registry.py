@@ -21,6 +21,8 @@ NETWORK_FILES = (MODEL_FILE, LABELS_FILE, COLORS_FILE)
 #: What a network that ships with segnet carries besides its network files (pyproject.toml's package data names
 #: the same): how it was trained and measured.
 SHIPPED_EXTRA_FILES = ("MODEL_CARD.md", "train.json", "train.log")
+#: Folders the shipped network carries: the CamVid train images its INT8 copy is calibrated on
+SHIPPED_FOLDERS = ("calibration",)
 
 BOX = "https://nvidia.box.com/shared/static/"
 GITHUB_MIRROR = "https://github.com/dusty-nv/jetson-inference/releases/download/model-mirror-190618/"

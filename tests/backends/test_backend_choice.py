@@ -74,7 +74,7 @@ def test_backend_tensorrt_is_a_one_line_error_naming_the_install(model):
 def test_auto_runs_on_onnxruntime_and_says_why_once(model, capsys, caplog):
     with caplog.at_level(logging.INFO, logger="segnet"):
         for _ in range(3):
-            opened = backend(model, "auto", precision="fp16")
+            opened = backend(model, "auto")
             assert run(opened).shape == (1, 5, 1, 2)
             assert opened.description.startswith("onnxruntime")
     assert capsys.readouterr() == ("", "")  # the library prints nothing: the CLI shows what it logs
@@ -98,6 +98,22 @@ def test_auto_falls_back_once_when_tensorrt_cannot_build(model, caplog, monkeypa
     assert len(tries) == 1  # the process remembers: no second attempt
     assert said(caplog) == ["TensorRT not used, running on onnxruntime: "
                             "TensorRT could not build an engine for fcn.onnx: out of workspace"]
+
+
+@no_tensorrt
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_auto_falling_back_to_onnxruntime_keeps_the_precision_asked(precision, tmp_path, caplog):
+    """Not FP32 behind the user's back: onnxruntime runs the FP16 copy and the calibrated INT8 copy too."""
+    net = make_fcn(tmp_path / "net.onnx")
+    if precision == "int8":  # a model without shipped calibration images is calibrated ahead, on a folder
+        from segnet.backends import int8
+
+        int8.int8_model(net, tmp_path / "cache", int8.preparer(net, (1, 3, 32, 64)), images=REPO / "data" / "images")
+    with caplog.at_level(logging.INFO, logger="segnet"), \
+            backend(net, "auto", precision=precision, engine_cache=tmp_path / "cache") as opened:
+        assert opened.description == f"onnxruntime (CPUExecutionProvider, {precision.upper()} model)"
+        assert opened.infer(np.zeros((1, 3, 32, 64), np.float32)).shape == (1, 5, 1, 2)
+    assert f"TensorRT not used, running on onnxruntime: {NOT_INSTALLED}" in said(caplog)
 
 
 def test_backend_tensorrt_does_not_fall_back_on_build_failure(model, monkeypatch):

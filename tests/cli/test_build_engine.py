@@ -4,7 +4,9 @@ later run looks, and its one-line errors."""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from tests.support.cli import assert_one_line_error, run_cli
 from tests.support.models import make_fcn, write_network
 
 MODULES = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "tensorrt_rtx_bindings")
+IMAGES = Path(__file__).resolve().parents[2] / "data" / "images"
 
 
 @pytest.fixture
@@ -67,7 +70,7 @@ def test_targets_and_batch_size_make_their_own_engine(rtx, network, tmp_path):
 
 @pytest.mark.parametrize("args, code, words", [
     (["--target", "sm90"], 2, "--target sm90: TensorRT-RTX builds for sm75, sm80, sm86, sm89, sm120, sm121"),
-    (["--precision", "int8"], 2, "--precision int8: choose fp16 or fp32"),
+    (["--precision", "int4"], 2, "--precision int4: choose fp16, fp32 or int8"),
     (["--threads", "2"], 2, "unrecognized option --threads (see --help)"),
     (["--backend", "tensorrt"], 2, "unrecognized option --backend (see --help)"),
 ])
@@ -96,3 +99,63 @@ def test_help_lists_the_network_and_engine_options_only():
         assert flag in proc.stdout, flag
     for flag in ("--backend", "--threads", "--alpha", "--workers"):
         assert flag not in proc.stdout, flag
+
+
+def test_calibrate_makes_both_int8_copies_without_tensorrt(network, tmp_path, monkeypatch):
+    for name in MODULES:  # calibration alone needs onnxruntime only
+        monkeypatch.setitem(sys.modules, name, None)
+    proc = build("--model", network, "--calibrate", IMAGES, "--engine-cache", tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("calibrated in ") and lines[2].startswith("calibrated in ")
+    assert lines[0].endswith(f" on {len(list(IMAGES.iterdir()))} images: INT8 copy (QOperator, for onnxruntime), "
+                             f"{Path(lines[1]).stat().st_size / 1e6:.1f} MB")
+    assert ": INT8 copy (QDQ, for TensorRT), " in lines[2]
+    assert Path(lines[1]).name.startswith("fcn_resnet18.int8-qoperator.")
+    assert Path(lines[3]).name.startswith("fcn_resnet18.int8-qdq.")
+    for copy in (Path(lines[1]), Path(lines[3])):
+        record = json.loads(copy.with_suffix(".json").read_text())
+        assert record["calibration_folder"] == str(IMAGES) and record["method"] == "minmax"
+    assert proc.stderr.count("segnet: calibrating the INT8 copy") == 2
+    # the run finds the copy: --precision int8 on onnxruntime, no calibration again
+    run = run_cli("--model", network, "--backend", "onnxruntime", "--precision", "int8", "--engine-cache",
+                  tmp_path / "cache", "--stats", IMAGES / "city_0.jpg")
+    assert run.returncode == 0, run.stderr
+    assert "calibrating" not in run.stderr and "num classes: 5" in run.stdout
+
+
+def test_calibrate_on_too_few_images_is_one_usage_line(network, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    (few / "a.jpg").write_bytes((IMAGES / "city_0.jpg").read_bytes())
+    proc = build("--model", network, "--calibrate", few, "--engine-cache", tmp_path / "cache")
+    assert_one_line_error(proc, 2, f"--calibrate {few}: 1 image; INT8 calibration needs at least 8 images",
+                          prog="segnet-build-engine")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.onnx"))
+
+
+def test_calibrate_and_precision_int8_build_the_engine_from_the_qdq_copy(rtx, network, tmp_path):
+    proc = build("--model", network, "--calibrate", IMAGES, "--precision", "int8", "--engine-cache", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 6 and lines[4].startswith("built in ")
+    assert ": INT8 TensorRT-RTX 1.7.1.116 engine for every GPU it supports by default" in lines[4]
+    assert ".int8-qdq.rtx1.7.1.116.portable." in lines[5]
+    assert "(its calibrated INT8 QDQ copy)" in proc.stderr
+    ops = {n.op_type for n in rtx["parsed_model"].graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # explicit quantization: what TensorRT fuses
+    # a later build finds it; a new calibration is a new engine (its key holds the copy's hash)
+    again = build("--model", network, "--precision", "int8", "--engine-cache", tmp_path)
+    assert again.returncode == 0 and again.stdout.splitlines()[1] == lines[5] and rtx["builds"] == 1
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for image in sorted(IMAGES.iterdir())[:8]:
+        (fewer / image.name).write_bytes(image.read_bytes())
+    other = build("--model", network, "--calibrate", fewer, "--precision", "int8", "--engine-cache", tmp_path)
+    assert other.returncode == 0 and other.stdout.splitlines()[5] != lines[5] and rtx["builds"] == 2
+
+
+def test_precision_int8_without_calibration_says_how(rtx, network, tmp_path):
+    assert_one_line_error(build("--model", network, "--precision", "int8", "--engine-cache", tmp_path), 1,
+                          "has no INT8 copy yet: calibrate one on images like those it will see with "
+                          "segnet-build-engine --model ", prog="segnet-build-engine")

@@ -112,7 +112,7 @@ def test_write_failure_mid_save_leaves_nothing(tmp_path, monkeypatch):
     (["--filter-mode=cubic"], "--filter-mode cubic: choose point or linear"),
     (["--backend=cuda"], "--backend cuda: choose auto, onnxruntime or tensorrt"),
     (["--alpha=abc"], "--alpha abc: give a number from 0 to 255"),
-    (["--precision=int8"], "--precision int8: choose fp16 or fp32"),
+    (["--precision=int4"], "--precision int4: choose fp16, fp32 or int8"),
     (["--batch-size=0"], "--batch-size 0: give a whole number from 1 to 1024"),
     (["--no-such-flag"], "unrecognized option --no-such-flag (see --help)"),
 ])

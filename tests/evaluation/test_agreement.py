@@ -128,6 +128,32 @@ def test_eval_compare_fp32_against_the_fp16_copy_on_cpu(tiny_network, tmp_path):
     assert float(lines[-1].split()[1]) == pytest.approx(result["agreement"], abs=1e-4)
 
 
+def test_eval_compare_fp32_against_int8_names_both_sides(tiny_network, tmp_path):
+    """``precision=fp32,precision=int8``: A runs FP32 and B the calibrated INT8 copy, whatever the default is."""
+    from segnet.backends import int8
+
+    net, images = tiny_network
+    model = net / "fcn_resnet18.onnx"
+    int8.int8_model(model, tmp_path / "cache", int8.preparer(model, (1, 3, 128, 256)), images=IMAGES)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    with Segmenter(model=net, backend="onnxruntime", ignore_class=None) as fp32:
+        for image in sorted(images.iterdir()):
+            picked = upsample_bilinear(fp32(image).scores, 200, 100).argmax(0).astype(np.uint8)
+            Image.fromarray(picked, mode="L").save(labels / f"{image.stem}.png")
+    proc = run_cli("--model", net, "--backend", "onnxruntime", "--precision", "int8", "--compare",
+                   "precision=fp32,precision=int8", "--engine-cache", tmp_path / "cache", "--json", images, labels,
+                   prog="segnet-eval")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["first"]["description"] == "onnxruntime (CPUExecutionProvider)"
+    assert result["second"]["description"] == "onnxruntime (CPUExecutionProvider, INT8 model)"
+    assert result["first"]["pixel_accuracy"] == 1.0
+    assert result["second"]["pixel_accuracy"] == pytest.approx(result["pixel_agreement"])
+    assert 0.8 < result["pixel_agreement"] <= 1.0 and result["score_difference"] > 0
+    assert result["delta"]["mean_iou"] == pytest.approx(result["second"]["mean_iou"] - result["first"]["mean_iou"])
+
+
 def test_same_run_twice_is_said(constant_net, folder):
     net = constant_net(one_hot(A, 3), width=64, height=16)
     proc = run_cli("--model", net, "--backend", "onnxruntime", "--compare", "threads=1", folder[0],
@@ -139,7 +165,9 @@ def test_same_run_twice_is_said(constant_net, folder):
 @pytest.mark.parametrize("args, code, words", [
     (["--compare", "alpha=3"], 2, "--compare alpha=3: give options as NAME=VALUE"),
     (["--compare", "precision"], 2, "--compare precision: give options as NAME=VALUE"),
-    (["--compare", "precision=fp64"], 2, "--precision fp64: choose fp16 or fp32"),
+    (["--compare", "precision=fp64"], 2, "--precision fp64: choose fp16, fp32 or int8"),
+    (["--compare", "precision=fp32,precision=fp16,precision=int8"], 2,
+     "--compare precision=fp32,precision=fp16,precision=int8: precision is given more than twice"),
     ([], 2, "give the folder of labels (or --compare OTHER to compare two runs without labels)"),
 ])
 def test_bad_compare_is_one_line(constant_net, folder, args, code, words):

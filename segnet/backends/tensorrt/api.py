@@ -97,6 +97,7 @@ TRT_API = {
     },
     "10": {
         "BuilderFlag.FP16": None,
+        "BuilderFlag.INT8": None,
         "IBuilderConfig.set_flag": ("flag",),
     },
     "11": {},

@@ -15,12 +15,15 @@ WORKSPACE = 1 << 30  # bytes of scratch GPU memory the builder may use per layer
 OPTIMIZATION_LEVEL = 3  # TensorRT's default: level 5 builds much longer for little gain on a CNN
 
 
-def engine_from_onnx(trt, logger, onnx_path: str | Path, *, fp16_flag: bool, workspace: int = WORKSPACE,
+def engine_from_onnx(trt, logger, onnx_path: str | Path, *, fp16_flag: bool, int8_flag: bool = False,
+                     workspace: int = WORKSPACE,
                      optimization_level: int = OPTIMIZATION_LEVEL, timing_cache_path: Path | None = None,
                      model: bytes | None = None, max_batch: int = 1,
                      targets: tuple[tuple[int, int], ...] = ()) -> bytes:
     """Parse the ONNX file into an explicit-batch network and build a serialized engine. ``fp16_flag`` sets the
-    TensorRT 10 builder flag (on 11 and TensorRT-RTX the model itself must be FP16). The shared timing cache at
+    TensorRT 10 builder flag (on 11 and TensorRT-RTX the model itself must be FP16); ``int8_flag``, for a QDQ
+    model (explicit quantization), sets TensorRT 10's INT8 flag (11 and TensorRT-RTX take the Q/DQ nodes as they
+    are). The shared timing cache at
     ``timing_cache_path`` seeds the build and receives what it measured (TensorRT 10/11; TensorRT-RTX has none).
     ``model``: the serialized model to parse instead of the file (``onnx_path`` still names it in errors);
     ``max_batch``: the largest batch the optimisation profile of a dynamic batch axis allows; ``targets``: the
@@ -40,6 +43,8 @@ def engine_from_onnx(trt, logger, onnx_path: str | Path, *, fp16_flag: bool, wor
     config.builder_optimization_level = optimization_level
     if fp16_flag and path == "10":
         _allow_fp16_trt10(trt, config)
+    if int8_flag and path == "10":
+        _allow_int8_trt10(trt, config)
     if path == "rtx":
         _targets_rtx(trt, config, targets)
     elif targets:
@@ -80,6 +85,10 @@ def _merge_timing_cache(config, timing_cache_path: Path) -> None:
 
 def _allow_fp16_trt10(trt, config) -> None:
     config.set_flag(trt.BuilderFlag.FP16)
+
+
+def _allow_int8_trt10(trt, config) -> None:
+    config.set_flag(trt.BuilderFlag.INT8)
 
 
 def _targets_rtx(trt, config, targets: tuple[tuple[int, int], ...]) -> None:

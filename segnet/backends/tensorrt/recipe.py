@@ -1,8 +1,8 @@
-"""Which engine a model needs, and how to make it: its key, its file in the cache, its build (the FP16 copy, the
-batch axis, the compute-capability targets). The backend uses it to build on first use for the GPU it runs on;
-``build_ahead`` uses it to build before any run, for given targets on a machine without a GPU (TensorRT-RTX) or
-for this machine's GPU (TensorRT 10/11), loading nothing. Both arrive at the same key, so a later run finds the
-engine built ahead of time."""
+"""Which engine a model needs, and how to make it: its key, its file in the cache, its build (the FP16 copy or the
+calibrated INT8 QDQ copy, the batch axis, the compute-capability targets). The backend uses it to build on first
+use for the GPU it runs on; ``build_ahead`` uses it to build before any run, for given targets on a machine without
+a GPU (TensorRT-RTX) or for this machine's GPU (TensorRT 10/11), loading nothing. Both arrive at the same key, so
+a later run finds the engine built ahead of time."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 from ...errors import SegnetError, UsageError, option
 from ...options import Options
 from ...util import file_sha256
-from .. import fp16
+from .. import fp16, int8
 from ..base import check_contract, onnx_io
 from . import engine_cache as cache
 from .api import (
@@ -46,12 +46,13 @@ class EngineRecipe:
     input_shape: tuple[int, ...]
     model_sha256: str
     folder: Path
-    precision: str  # "fp32", "fp16-flag" (TensorRT 10), "fp16-model" (TensorRT 11, TensorRT-RTX)
+    precision: str  # "fp32", "fp16-flag" (TensorRT 10), "fp16-model" (TensorRT 11, TensorRT-RTX), "int8-qdq"
     batch_size: int
     workspace: int
     optimization_level: int
     gpu_name: str  # TensorRT 10/11: the GPU it is built on; TensorRT-RTX: ""
     targets: tuple[tuple[int, int], ...]  # compute capabilities; TensorRT-RTX: () is its portable default
+    int8_copy: Path | None = None  # "int8-qdq": the calibrated QDQ copy it is built from (explicit quantization)
 
     @property
     def settings(self) -> tuple[tuple[str, object], ...]:
@@ -61,6 +62,8 @@ class EngineRecipe:
             settings += (("batch_profile", (1, self.batch_size, self.batch_size)),)
         if self.precision == "fp16-model":
             settings += (("fp16_converter", f"{fp16.CONVERTER} {fp16.converter_version()}"),)
+        if self.int8_copy is not None:  # a new calibration is a new engine
+            settings += (("int8_copy", file_sha256(self.int8_copy)[:16]),)
         return settings
 
     @property
@@ -74,7 +77,7 @@ class EngineRecipe:
 
     @property
     def label(self) -> str:
-        return "FP32" if self.precision == "fp32" else "FP16"
+        return {"fp32": "FP32", "int8-qdq": "INT8"}.get(self.precision, "FP16")
 
     def describe(self) -> str:
         """``FP16 TensorRT-RTX 1.7.1.116 engine for sm89, sm120``, for status lines."""
@@ -86,13 +89,14 @@ class EngineRecipe:
         return f"{self.label} {product(self.trt)} engine for {where}"
 
     def building_line(self) -> str:
-        first = " (converted to an FP16 model first)" if self.precision == "fp16-model" else ""
+        first = {"fp16-model": " (converted to an FP16 model first)",
+                 "int8-qdq": " (its calibrated INT8 QDQ copy)"}.get(self.precision, "")
         once = " — once" if api_path(self.trt) == "rtx" else " — once, takes a minute or two"
         return f"building {self.describe()} from {self.model_path}{first}{once}"
 
     def build(self) -> bytes:
         """Parse and build: the serialized engine."""
-        onnx_path = self.model_path
+        onnx_path = self.int8_copy or self.model_path
         if self.precision == "fp16-model":
             onnx_path = fp16.fp16_model(self.model_path, self.folder, self.model_sha256,
                                         input_blob=self.input_name, output_blob=self.output_name)
@@ -105,6 +109,7 @@ class EngineRecipe:
         if api_path(self.trt) != "rtx":
             timing = self.folder / cache.timing_cache_name(self.trt.__version__, self.gpu_name, self.targets[0])
         return engine_from_onnx(self.trt, self.logger, onnx_path, fp16_flag=self.precision == "fp16-flag",
+                                int8_flag=self.precision == "int8-qdq",
                                 workspace=self.workspace, optimization_level=self.optimization_level,
                                 timing_cache_path=timing, model=model, max_batch=self.batch_size,
                                 targets=self.targets if api_path(self.trt) == "rtx" else ())
@@ -123,12 +128,19 @@ def recipe(trt, logger, model_path: str | Path, *, input_blob: str | None = None
     inputs, outputs = onnx_io(model_path)
     inp, out = check_contract(model_path, inputs, outputs, input_blob, output_blob)
     path = api_path(trt)
-    kind = "fp32" if precision == "fp32" else "fp16-flag" if path == "10" else "fp16-model"
+    kind = "fp32" if precision == "fp32" else "int8-qdq" if precision == "int8" else \
+        "fp16-flag" if path == "10" else "fp16-model"
     shape = tuple(d or 0 for d in (1, *inp.shape[1:]))  # the builder refuses symbolic sizes
-    return EngineRecipe(trt, logger, model_path, inp.name, out.name, shape, file_sha256(model_path),
+    sha = file_sha256(model_path)
+    copy = None
+    if kind == "int8-qdq":  # the copy the user calibrated, else one from the images the model ships
+        copy = int8.int8_model(model_path, cache.cache_dir(model_path, engine_cache),
+                               int8.preparer(model_path, inp.shape), form="qdq", input_blob=inp.name,
+                               model_sha256=sha).path
+    return EngineRecipe(trt, logger, model_path, inp.name, out.name, shape, sha,
                         cache.cache_dir(model_path, engine_cache), kind, batch_size, workspace,
                         optimization_level,
-                        "" if path == "rtx" else gpu_name, tuple(targets))
+                        "" if path == "rtx" else gpu_name, tuple(targets), copy)
 
 
 def engines_for_gpu(own: EngineRecipe, compute_capability: tuple[int, int]) -> list[EngineRecipe]:
@@ -192,11 +204,11 @@ def build_ahead(options: Options | None = None, targets: tuple[tuple[int, int], 
             with open_cuda() as cuda:
                 gpu = cuda.device_info()
             gpu_name, chosen = gpu.name, (gpu.compute_capability,)
+        start = time.perf_counter()  # INT8: the recipe calibrates its QDQ copy when there is none yet
         made = recipe(trt, make_logger(trt), files.model, input_blob=options.input_blob or sidecar.get("input_blob"),
                       output_blob=options.output_blob or sidecar.get("output_blob"),
                       precision=options.precision or "fp16", engine_cache=options.engine_cache,
                       batch_size=options.batch_size, gpu_name=gpu_name, targets=chosen)
-        start = time.perf_counter()
         built = cache.build_into_cache(made.path, made.key, made.build, building=made.building_line())
         seconds = time.perf_counter() - start
     return BuiltEngine(made.path, made.path.stat().st_size, seconds, built, made.describe())

@@ -1,5 +1,6 @@
 """Real TensorRT-RTX engine builds with segnet's own code, on a machine without a GPU: the shipped default network
-FP32 and FP16, a batch profile of 1..8, compute-capability targets, the PAN model, jetson-layout FCN-ResNet18 at
+FP32, FP16 and INT8 (explicit quantization: its QDQ copy calibrated on the CamVid train images it ships), a batch
+profile of 1..8, compute-capability targets, the PAN model, jetson-layout FCN-ResNet18 at
 every zoo input size, the ``segnet-build-engine`` command, a broken model, and what a run then does with the
 engines on a GPU TensorRT-RTX does not support or on one it does but cannot reach (no driver here).
 
@@ -24,6 +25,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from segnet.util import file_sha256
 from segnet.zoo.registry import NETWORKS
 
 pytestmark = pytest.mark.rtx_build
@@ -72,6 +74,7 @@ def real(tmp_path_factory) -> dict:
     jobs = [
         {"id": "default-fp32", "kind": "build", "options": {"model": str(DEFAULT), "precision": "fp32", **rtx}},
         {"id": "default-fp16", "kind": "build", "options": {"model": str(DEFAULT), "precision": "fp16", **rtx}},
+        {"id": "default-int8", "kind": "build", "options": {"model": str(DEFAULT), "precision": "int8", **rtx}},
         {"id": "default-fp32-batch8", "kind": "build",
          "options": {"model": str(DEFAULT), "precision": "fp32", "batch_size": 8, **rtx}},
         {"id": "default-fp32-again", "kind": "build", "options": {"model": str(DEFAULT), "precision": "fp32", **rtx}},
@@ -117,7 +120,8 @@ def write_report(out: dict, results: dict) -> None:
         seconds = f"{r['seconds']:.2f}" if r["built"] else "cached"
         lines.append(f"{job_id:<34} {key['precision']:<10} {batch:>5} {targets:<12} {r['size'] / 1e6:>9.1f} "
                      f"{seconds:>8}")
-    lines.append("(build s: parse, FP16 conversion and check where FP16, build, serialise, write to the cache. "
+    lines.append("(build s: parse, FP16 conversion and check where FP16, INT8 calibration where INT8, build, "
+                 "serialise, write to the cache. "
                  "No engine was loaded or run.)")
     text = "\n".join(lines) + "\n"
     print(text)
@@ -134,7 +138,7 @@ def test_the_real_library_builds_without_a_gpu_or_cuda_package(real):
     assert meta["module"] == "tensorrt_rtx_bindings" and meta["version"] == VERSION
     assert Path(meta["library"]).parent.parent == RTX  # the folder of its own, not the test environment
     built = [r for r in meta["results"] if "size" in r]
-    assert len(built) == 7 + len(ZOO_SIZES)  # realbuild.py blocks CUDA packages: none was needed for any
+    assert len(built) == 8 + len(ZOO_SIZES)  # realbuild.py blocks CUDA packages: none was needed for any
 
 
 def test_default_network_fp32_and_fp16(real):
@@ -152,6 +156,20 @@ def test_default_network_fp32_and_fp16(real):
     assert [line for line in fp16["status"] if "converting" in line]  # through fp16.py's checked converter
     (copy,) = real["cache"].glob("fcn_resnet18.fp16.*.onnx")
     assert {t.data_type for t in onnx.load(str(copy)).graph.initializer} == {TensorProto.FLOAT16}
+
+
+def test_default_network_int8_from_its_calibrated_qdq_copy(real):
+    result = real["default-int8"]
+    assert "error" not in result, result.get("error")
+    assert result["built"] and result["name"].startswith(f"fcn_resnet18.onnx.int8-qdq.rtx{VERSION}.portable.")
+    assert engine_file(result).stat().st_size == result["size"]
+    # INT8 weights: about a quarter of the FP32 engine, a little more (scales, FP32 biases)
+    assert 0.2 < result["size"] / real["default-fp32"]["size"] < 0.4
+    assert [line for line in result["status"] if "(its calibrated INT8 QDQ copy)" in line]
+    (copy,) = real["cache"].glob("fcn_resnet18.int8-qdq.*.onnx")
+    assert dict(result["key"]["builder_settings"])["int8_copy"] == file_sha256(copy)[:16]
+    record = json.loads(copy.with_suffix(".json").read_text())
+    assert record["calibration_folder"] == str(DEFAULT / "calibration") and record["calibration_count"] == 16
 
 
 def test_a_second_build_finds_the_engine_in_the_cache(real):
