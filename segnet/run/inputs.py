@@ -335,11 +335,10 @@ def expand_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
     """The input files of a path, folder or glob (or a list of paths), and whether it names a collection
     (a folder, a glob or a list) rather than one file. Folders and globs take the images among their files;
     what they leave out is said in a status line."""
-    if not isinstance(spec, (str, os.PathLike)):
-        files = [Path(p) for p in spec]
-        missing = [str(p) for p in files if not p.is_file()]
-        if not files or missing:
-            raise UsageError(f"{missing[0] if missing else 'no inputs'}: no such file")
+    if not isinstance(spec, (str, os.PathLike)):  # several paths (a glob the shell expanded): each as given alone
+        files = [f for item in spec for f in expand_inputs(item)[0]]
+        if not files:
+            raise UsageError("no inputs: give an image, a folder or a glob")
         return files, True
     text = os.fspath(spec)
     path = Path(text)

@@ -37,6 +37,9 @@ def plan(inputs: Inputs, output: str | os.PathLike | None, options: Options) -> 
                              options.input_timeout)
     elif not isinstance(inputs, bytes):
         items = [parse_input(i, options) for i in inputs]
+        if len(items) == 1 and not items[0].frames and not isinstance(items[0], ImageFiles):
+            return plan(inputs[0], output, options)  # a list of one image URL or list of sources is that input
+        _one_kind(items)
         if items and any(not isinstance(s, ImageFiles) for s in items):
             entries = [(s, None) for s in items] if len(items) > 1 else [(items[0], output)]
     spec = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else "the inputs"
@@ -57,6 +60,19 @@ def plan(inputs: Inputs, output: str | os.PathLike | None, options: Options) -> 
         if any(is_video(p) for p in files):
             raise UsageError(f"{option('ray')} runs image folders; run videos without it")
     return ImageFeed(files, outputs, several, options.skip_existing, options.input_timeout)
+
+
+def _one_kind(items: list[InputKind]) -> None:
+    """Several inputs are all image files (folders, globs) or all frame sources (videos, cameras, streams)."""
+    alone = next((s for s in items if not s.frames and not isinstance(s, ImageFiles)), None)
+    if alone is not None:
+        raise UsageError(f"{alone.spec}: {'an image URL' if isinstance(alone, ImageURL) else 'a list of sources'} is "
+                         "a run of its own; give it as the only input")
+    if any(s.frames for s in items) and not all(s.frames for s in items):
+        image = next(s for s in items if not s.frames)
+        other = next(s for s in items if s.frames)
+        raise UsageError(f"{image.spec} and {other.spec}: images and frame sources (videos, cameras, streams) "
+                         "cannot be mixed in one run; run them apart")
 
 
 def _no_loop(options: Options, spec: str) -> None:

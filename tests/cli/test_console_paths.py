@@ -1,0 +1,101 @@
+"""The paths segnet-console is given, through its entry point: several inputs with the output last (as cp takes
+them), sub-folders and recursion, and output paths whose errors name the real cause."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from PIL import Image
+
+from tests.conftest import GRID, IMAGES, one_hot
+from tests.support.cli import assert_one_line_error, run_cli
+
+
+@pytest.fixture
+def net(constant_net):
+    return constant_net(one_hot(GRID, 4), width=128, height=64, names=["void", "road", "car", "sky"])
+
+
+def status_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("segnet: ")]
+
+
+# -- several inputs, the output last (item 1) --------------------------------------------------------------------
+
+
+def test_a_glob_the_shell_expanded_goes_into_the_folder_given_last(net, tmp_path):
+    images = sorted(IMAGES.glob("c*.jpg"))  # what the shell makes of data/images/c*.jpg
+    out = tmp_path / "out"
+    proc = run_cli("--model", net, *images, f"{out}/")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [p.name for p in images]
+    assert f"{len(images)} of {len(images)} images done" in proc.stderr
+
+
+def test_a_new_name_without_extension_last_is_a_folder_and_flags_may_sit_between_paths(net, tmp_path):
+    a, b = IMAGES / "city_0.jpg", IMAGES / "room_0.jpg"
+    proc = run_cli("--model", net, a, "--alpha", "200", b, tmp_path / "new", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["city_0.jpg", "room_0.jpg"]
+    assert proc.stderr == ""
+
+
+def test_two_paths_are_still_an_input_and_its_output(net, tmp_path):
+    proc = run_cli("--model", net, IMAGES / "city_0.jpg", tmp_path / "b.png")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "b.png") as picture:
+        assert picture.size == Image.open(IMAGES / "city_0.jpg").size
+
+
+def test_stats_with_an_existing_image_last_reads_both_and_overwrites_nothing(net, tmp_path):
+    tmp_path = tmp_path / "work"
+    tmp_path.mkdir()
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    shutil.copy(IMAGES / "city_0.jpg", a)
+    shutil.copy(IMAGES / "room_0.jpg", b)
+    before = b.read_bytes()
+    proc = run_cli("--model", net, "--stats", a, b)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("grid size:") == 2 and f"{a}:" in proc.stdout and f"{b}:" in proc.stdout
+    assert b.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.jpg"]
+    assert any("taken as a second input and nothing is written" in line for line in status_lines(proc.stderr))
+    # with --stats and a new name last, the last path is still the output
+    proc = run_cli("--model", net, "--stats", a, b, tmp_path / "out/")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.jpg"]
+    assert b.read_bytes() == before
+
+
+def test_several_inputs_and_an_existing_picture_last_is_one_line_that_suggests_a_folder(net, tmp_path):
+    tmp_path = tmp_path / "work"
+    tmp_path.mkdir()
+    c = tmp_path / "c.jpg"
+    shutil.copy(IMAGES / "city_1.jpg", c)
+    before = c.read_bytes()
+    proc = run_cli("--model", net, IMAGES / "city_0.jpg", IMAGES / "room_0.jpg", c)
+    assert_one_line_error(proc, 2, f"{c}: the last of several paths is the output (as with cp), and one picture "
+                                   "cannot take 2 inputs; give a folder last (out/), or --stats")
+    assert c.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c.jpg"]
+
+
+def test_folders_and_globs_among_several_inputs_are_expanded(net, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    shutil.copy(IMAGES / "city_0.jpg", one / "x.jpg")
+    shutil.copy(IMAGES / "room_0.jpg", two / "x.jpg")
+    shutil.copy(IMAGES / "trail_0.jpg", two / "y.jpg")
+    out = tmp_path / "out"
+    proc = run_cli("--model", net, one, str(two / "*.jpg"), f"{out}/", "-q")
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
+    assert written == ["one/x.jpg", "two/x.jpg", "two/y.jpg"]  # mirrored below the common folder: no collision
+
+
+def test_images_and_videos_cannot_be_mixed(net, tmp_path):
+    pytest.importorskip("av")
+    proc = run_cli("--model", net, IMAGES / "city_0.jpg", IMAGES.parent.parent / "tests/data/camvid-clip.mp4",
+                   tmp_path / "out/")
+    assert_one_line_error(proc, 2, "cannot be mixed in one run; run them apart")
+    assert not (tmp_path / "out").exists()
