@@ -325,7 +325,10 @@ class Options:
     ray_actors: int | None = _option(None, optional(integer(1, 100000)), "Ray actors (default: one per CPU, "
                                      "or per GPU with --ray-gpus)", RUN, "N")
     ray_gpus: float = _option(0.0, number(0.0, 64.0), "GPUs per Ray actor (default 0: CPU actors)", RUN, "G")
-    # videos, cameras and streams in and out; statistics as data
+    # inputs and outputs: folders, videos, cameras and streams; statistics as data
+    recursive: bool = _option(False, boolean, "go into the sub-folders of a folder input, their pictures written "
+                              "in the same sub-folders of the output folder (a glob recurses with **)", IO,
+                              flag=True, aliases=("-r",))
     input_loop: int = _option(0, integer(-1, 1_000_000), "play video file inputs N times in all, as jetson's "
                               "--input-loop counts (-1: forever; 0 or 1: once)", IO, "N", ("--loop",))
     input_codec: str | None = _option(None, optional(choice(*INPUT_CODECS)), "what an rtp:// input carries: "

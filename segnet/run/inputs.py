@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..errors import SegnetError, UsageError
+from ..errors import SegnetError, UsageError, option
 from ..image_io import READ_EXTENSIONS, decode_image
 from ..options import Options
 from .uris import local_path, safe_label, scheme
@@ -331,23 +331,35 @@ def read_list(path: Path, options: Options) -> list[tuple[InputKind, str | None]
     return entries
 
 
-def expand_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Path], bool]:
-    """The input files of a path, folder or glob (or a list of paths), and whether it names a collection
+def expand_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike],
+                  recursive: bool = False) -> tuple[list[Path], bool]:
+    """The input files of a path, folder or glob (or a list of those), and whether it names a collection
     (a folder, a glob or a list) rather than one file. Folders and globs take the images among their files;
-    what they leave out is said in a status line."""
+    what they leave out is said in a status line. A folder's sub-folders are left out (and counted) unless
+    ``recursive``; ``**`` in a glob matches any depth of folders."""
     if not isinstance(spec, (str, os.PathLike)):  # several paths (a glob the shell expanded): each as given alone
-        files = [f for item in spec for f in expand_inputs(item)[0]]
+        files = [f for item in spec for f in expand_inputs(item, recursive)[0]]
         if not files:
             raise UsageError("no inputs: give an image, a folder or a glob")
         return files, True
     text = os.fspath(spec)
     path = Path(text)
     if path.is_dir():
-        return _images_among(sorted(f for f in path.iterdir() if f.is_file()), text, "in this directory"), True
+        if recursive:
+            found = sorted(Path(folder, name) for folder, _, names in os.walk(path) for name in names)
+            return _images_among([f for f in found if f.is_file()], text, "in this folder or below"), True
+        entries = sorted(path.iterdir())
+        folders = [f.name for f in entries if f.is_dir()]
+        if folders:
+            flag = option("recursive")
+            shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+            log.info("%s: left out %d sub-folder(s) (%s); give %s to go into them", text, len(folders), shown,
+                     flag if flag.startswith("-") else "recursive=True")
+        return _images_among([f for f in entries if f.is_file()], text, "in this directory"), True
     if path.exists():
         return [path], False
     if glob.has_magic(text):
-        matches = sorted(Path(f) for f in glob.glob(text) if Path(f).is_file())
+        matches = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
         if not matches:
             raise UsageError(f"{text}: no files match this pattern")
         return _images_among(matches, text, "matching this pattern"), True

@@ -28,14 +28,15 @@ from .uris import local_path, output_kind, scheme, sequence_name
 
 
 def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | None,
-                 classes: bool = False) -> list[Path | None]:
+                 classes: bool = False, base: Path | None = None) -> list[Path | None]:
     """Where each input image's picture goes, checked before any work: the format is writable, the folder
     exists (created if missing) and accepts files, no output overwrites an input, no two outputs collide.
 
     A folder gets each picture under the input's name, in sub-folders mirroring the inputs' folders below
     their common folder (so ``"g*/x.jpg"`` cannot collide); a sequence numbers them in input order; one
     image file takes exactly one input. ``classes``: the pictures are class indices, which only lossless
-    PNG keeps (a folder gets ``<name>.png``)."""
+    PNG keeps (a folder gets ``<name>.png``). ``base``: the folder whose tree a folder output mirrors (a
+    folder input; default: the inputs' common folder)."""
     if output is None:
         return [None] * len(inputs)
     text = local_path(os.fspath(output))
@@ -55,8 +56,9 @@ def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | 
     if kind == "folder":
         if out.exists() and not out.is_dir():
             raise UsageError(f"{text}: not a folder (a file of that name exists)")
-        base = Path(os.path.commonpath([p.resolve().parent for p in inputs]))
-        targets = [out / p.resolve().relative_to(base) for p in inputs]
+        parents = [p.resolve().parent for p in inputs] + ([base.resolve()] if base is not None else [])
+        top = Path(os.path.commonpath(parents))
+        targets = [out / p.resolve().relative_to(top) for p in inputs]
         if classes:
             targets = [t.with_suffix(".png") for t in targets]
     elif kind == "sequence":

@@ -99,3 +99,60 @@ def test_images_and_videos_cannot_be_mixed(net, tmp_path):
                    tmp_path / "out/")
     assert_one_line_error(proc, 2, "cannot be mixed in one run; run them apart")
     assert not (tmp_path / "out").exists()
+
+
+# -- sub-folders (item 7) ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """in/a.jpg, in/two/b.jpg, in/two/deep/c.jpg, in/three/d.jpg"""
+    root = tmp_path / "in"
+    for name, image in (("a.jpg", "city_0.jpg"), ("two/b.jpg", "room_0.jpg"), ("two/deep/c.jpg", "trail_0.jpg"),
+                        ("three/d.jpg", "peds_2.jpg")):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(IMAGES / image, root / name)
+    return root
+
+
+def written(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_folder_says_how_many_sub_folders_it_left_out_and_suggests_recursive(net, tree, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--model", net, tree, out)
+    assert proc.returncode == 0, proc.stderr
+    assert written(out) == ["a.jpg"]
+    assert f"segnet: {tree}: left out 2 sub-folder(s) (three, two); give --recursive to go into them" in \
+        status_lines(proc.stderr)
+
+
+def test_recursive_mirrors_the_folder_tree_in_the_output(net, tree, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--model", net, "--recursive", tree, out)
+    assert proc.returncode == 0, proc.stderr
+    assert written(out) == ["a.jpg", "three/d.jpg", "two/b.jpg", "two/deep/c.jpg"]
+    assert "4 of 4 images done" in proc.stderr and "sub-folder" not in proc.stderr
+    # the tree is mirrored from the folder given, even when every image sits in one sub-folder
+    proc = run_cli("--model", net, "-r", tree / "two", tmp_path / "out2", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert written(tmp_path / "out2") == ["b.jpg", "deep/c.jpg"]
+    proc = run_cli("--model", net, "-r", tree / "three", tmp_path / "out3", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert written(tmp_path / "out3") == ["d.jpg"]
+
+
+def test_recursive_into_an_output_folder_inside_the_input_does_not_take_earlier_pictures(net, tree):
+    for _ in range(2):
+        proc = run_cli("--model", net, "--recursive", tree, tree / "out")
+        assert proc.returncode == 0, proc.stderr
+    assert written(tree / "out") == ["a.jpg", "three/d.jpg", "two/b.jpg", "two/deep/c.jpg"]
+    assert f"segnet: {tree / 'out'}: left out 4 picture(s) already in the output folder" in status_lines(proc.stderr)
+
+
+def test_two_stars_in_a_glob_recurse(net, tree, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--model", net, str(tree / "**" / "*.jpg"), out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert written(out) == ["a.jpg", "three/d.jpg", "two/b.jpg", "two/deep/c.jpg"]
