@@ -3,6 +3,7 @@ them), sub-folders and recursion, and output paths whose errors name the real ca
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -156,3 +157,45 @@ def test_two_stars_in_a_glob_recurse(net, tree, tmp_path):
     proc = run_cli("--model", net, str(tree / "**" / "*.jpg"), out, "-q")
     assert proc.returncode == 0, proc.stderr
     assert written(out) == ["a.jpg", "three/d.jpg", "two/b.jpg", "two/deep/c.jpg"]
+
+
+# -- output paths (item 10) ----------------------------------------------------------------------------------------
+
+
+def test_a_file_where_a_folder_should_be_is_named(net, tmp_path):
+    blocker = tmp_path / "file.jpg"
+    shutil.copy(IMAGES / "city_0.jpg", blocker)
+    for output in (blocker / "out.jpg", blocker / "sub" / "out.jpg", f"{blocker}/sub/"):
+        proc = run_cli("--model", net, IMAGES / "city_0.jpg", output)
+        assert_one_line_error(proc, 2, f"{blocker} is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.jpg", "net0"]
+
+
+def test_a_folder_that_takes_no_files_says_so_not_no_such_file(net):
+    # /proc exists and refuses new files even to root (which CI runs as), answering ENOENT
+    proc = run_cli("--model", net, IMAGES / "city_0.jpg", "/proc/segnet-out.jpg")
+    line = assert_one_line_error(proc, 2, "cannot write to output directory /proc: the folder exists but does not "
+                                          "accept files")
+    assert "No such file" not in line
+
+
+def test_a_folder_this_user_may_not_write_says_permission_denied(net, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into any folder (this case is checked when the tests run as another user)")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    proc = run_cli("--model", net, IMAGES / "city_0.jpg", locked / "out.jpg")
+    assert_one_line_error(proc, 2, f"cannot write to output directory {locked}: permission denied")
+
+
+def test_a_new_nested_output_folder_is_made_with_a_line_that_says_so(net, tree, tmp_path):
+    proc = run_cli("--model", net, IMAGES, tmp_path / "outt" / "sub/")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "outt" / "sub" / "city_0.jpg").is_file()
+    assert f"segnet: created the output folder {tmp_path / 'outt' / 'sub'} (and {tmp_path / 'outt'} above it, " \
+        "which did not exist either)" in status_lines(proc.stderr)
+    # one new level is what the user named: no line; nor for the sub-folders that mirror the inputs'
+    proc = run_cli("--model", net, "--recursive", tree, tmp_path / "outt" / "new")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "outt" / "new" / "two" / "deep" / "c.jpg").is_file()
+    assert "created" not in proc.stderr
