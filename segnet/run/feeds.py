@@ -99,6 +99,18 @@ class ImageFeed:
             pairs, self.skipped = without_existing(pairs)
         self.pairs, self.several, self.timeout = pairs, several, timeout
         self.total: int | None = len(pairs)
+        self.fetched: np.ndarray | None = None
+
+    def fetch_ahead(self) -> SegnetError | None:
+        """A run of one image URL fetches it now, before the network loads, and keeps it for its job (it is
+        not fetched again). Returns why it failed (connection refused, no answer, name not found, ...), so a
+        dead URL is reported without loading the network."""
+        if len(self.pairs) == 1 and isinstance(self.pairs[0][0], str) and self.fetched is None:
+            try:
+                self.fetched = fetch_image(self.pairs[0][0], self.timeout)
+            except SegnetError as exc:
+                return exc
+        return None
 
     def bind(self, emit: Callable[[Any], None]) -> None:
         pass
@@ -107,6 +119,9 @@ class ImageFeed:
         for index, (item, target) in enumerate(self.pairs):
             if isinstance(item, Path):
                 yield Job(index, str(item), functools.partial(read_image, item), target, path=item)
+            elif self.fetched is not None:
+                fetched, self.fetched = self.fetched, None
+                yield Job(index, str(item), functools.partial(_same, fetched), target)
             else:
                 yield Job(index, str(item), functools.partial(fetch_image, item, self.timeout), target)
 

@@ -401,8 +401,67 @@ def fetch_image(url: str, timeout: float) -> np.ndarray:
                 if data.tell() > most:
                     raise too_large
     except requests.RequestException as exc:
-        raise SegnetError(f"{url}: cannot fetch it ({type(exc).__name__})") from None
+        raise SegnetError(f"{url}: cannot fetch it: {_fetch_failure(exc, url, timeout)}") from None
     if not data.tell():
         raise SegnetError(f"{url}: the server sent no data")
     data.seek(0)
     return decode_image(data, url)
+
+
+def _fetch_failure(exc: BaseException, url: str, timeout: float) -> str:
+    """What went wrong with a fetch, in the words curl would use, not requests' class names. requests wraps
+    urllib3's errors, which wrap the socket's (ConnectionError -> MaxRetryError.reason -> NewConnectionError ->
+    ConnectionRefusedError), so the chain is walked for the cause."""
+    import socket
+    import ssl
+
+    import requests
+
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS/certificate problem" + (f" ({_ssl_reason(exc)})" if _ssl_reason(exc) else "")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no answer in {timeout:g} s (the host did not take the connection)"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"no answer in {timeout:g} s"
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                        requests.exceptions.MissingSchema)):
+        return "not a usable URL"
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            what = f"name not found ({urlsplit(url).hostname})"
+            return what + (": no DNS server answered" if cause.errno == socket.EAI_AGAIN else "")
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "the server closed the connection"
+        if isinstance(cause, ssl.SSLError):
+            return "TLS/certificate problem"
+        if isinstance(cause, (TimeoutError, socket.timeout)):
+            return f"no answer in {timeout:g} s"
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
+        return "the connection dropped"
+    return type(exc).__name__
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    pending: list = [exc]
+    seen: set[int] = set()
+    while pending:
+        error = pending.pop(0)
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield error
+        pending += [getattr(error, "reason", None), error.__cause__, error.__context__, *error.args]
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The TLS library's own short reason: certificate verify failed, wrong version number, ..."""
+    import ssl
+
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError) and cause.reason:
+            return str(cause.reason).lower().replace("_", " ")
+    return ""
