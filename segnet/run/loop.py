@@ -132,8 +132,8 @@ class Runner:
         try:
             self.execute(feed, drawing)
             feed.finish()
-        except BaseException:
-            feed.abort()
+        except BaseException as exc:
+            feed.abort(interrupted=isinstance(exc, KeyboardInterrupt))  # SIGTERM too: the CLI raises a subclass
             raise
         summary = Summary(self.done, self.failed, feed.skipped, time.perf_counter() - start, feed.several,
                           ray=self.segmenter is None, dropped=feed.dropped, sources_failed=feed.failed_sources)
