@@ -28,21 +28,23 @@ networks (--network, case-insensitive; the default is {zoo.DEFAULT_NETWORK}, tra
 scenes; segnet-download-models --list shows sizes, accuracy and what is installed):
 {chr(10).join(f"  {n.name:<34} {', '.join(n.aliases)}" for n in zoo.NETWORKS)}
 
-examples:
-  {PROG} city.jpg out.jpg                          overlay with the default network
-  {PROG} --network=fcn-resnet18-cityscapes city.jpg out.jpg
-  {PROG} --alpha=200 --filter-mode=point in.jpg out.png
-  {PROG} --visualize=mask in.jpg mask.png
-  {PROG} --visualize=overlay,mask "images/*.jpg" outdir/
-  {PROG} drive.mp4 drive_overlay.mp4                every frame of a video (pip install 'segnet[video]')
-  {PROG} --model=net.onnx --labels=classes.txt --colors=colors.txt in.jpg out.jpg
-  {PROG} --stats in.jpg                            class histogram only, nothing written
-  {PROG} --network=fcn-resnet18-voc --legend legend.png    the classes' colours and names
-  {PROG} /dev/video0 udp://10.0.0.2:5000            a camera, live, streamed as MPEG-TS
-  {PROG} rtp://@:5000 --input-codec=h264 cam.mp4    what jetson's rtp:// output sends
-  {PROG} cams.txt outdir/                          one source per line, batched together
-  {PROG} --visualize=classes in.jpg ids.png        class indices, one byte per pixel
-  {PROG} drive.mp4 --json | jq .classes[3]         statistics as JSON lines
+examples (from a checkout: they read data/images/ and tests/data/; videos need PyAV, the [video] extra):
+  {PROG} data/images/camvid_0.jpg out.jpg                     overlay, default network
+  {PROG} --alpha=200 data/images/camvid_0.jpg out.jpg
+  {PROG} --visualize=mask data/images/camvid_0.jpg mask.png   class colours only
+  {PROG} --filter-mode=point data/images/camvid_0.jpg blocky.png
+  {PROG} --visualize=classes data/images/camvid_0.jpg ids.png   class indices, one byte per pixel
+  {PROG} --stats data/images/camvid_0.jpg                     class histogram only, nothing written
+  {PROG} --legend legend.png                                  every class's colour and name
+  {PROG} "data/images/camvid_*.jpg" outdir/                   a glob, quoted: segnet expands it
+  {PROG} data/images/camvid_*.jpg outdir/                     the shell expands it: the last path is the output
+  {PROG} --batch-size=8 --skip-existing data/images/ outdir/  a directory; resumes an interrupted run
+  {PROG} tests/data/camvid-clip.mp4 clip_overlay.mp4          every frame of a video, same rate, H.264
+  {PROG} --stats --json tests/data/camvid-clip.mp4 | jq .classes[3].fraction   statistics as JSON lines
+  {PROG} --network=fcn-resnet18-cityscapes data/images/city_0.jpg city.jpg   downloads the network once
+  {PROG} /dev/video0 udp://192.168.1.20:5000                  a camera, live, streamed as MPEG-TS
+  {PROG} rtp://@:5000 --input-codec=h264 cam.mp4              what jetson's rtp:// output sends
+  {PROG} cams.txt out/                                        a list of cameras and streams, batched together
 
 exit status: 0 success, 1 some inputs or sources failed (the rest were processed), 2 usage error.
 """
