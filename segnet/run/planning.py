@@ -12,7 +12,7 @@ from ..errors import UsageError, option
 from ..options import Options
 from .feeds import Feed, FrameFeeds, ImageFeed, SourceReader
 from .inputs import ImageFiles, ImageURL, InputKind, SourceList, expand_inputs, parse_input, read_list
-from .outputs import plan_frames, plan_outputs, plan_url_output
+from .outputs import check_writable, plan_frames, plan_outputs, plan_url_output
 from .uris import local_path, output_kind, scheme
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ def plan_frame_feeds(entries: Sequence[tuple[InputKind, str | os.PathLike | None
     if several and output is not None and output_kind(output) != "folder" and any(o is None for _, o in entries):
         raise UsageError(f"{output}: {len(entries)} sources cannot share one output; give a folder (each source "
                          "gets a sub-folder) or an output for each source in the list (SOURCE OUTPUT)")
+    if several and output is not None and output_kind(output) == "folder":
+        check_writable(Path(local_path(os.fspath(output))))  # the folder named; each source's sub-folder below it
     readers = []
     seen: dict[str, str] = {}
     labels: set[str] = set()

@@ -199,3 +199,16 @@ def test_a_new_nested_output_folder_is_made_with_a_line_that_says_so(net, tree, 
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "outt" / "new" / "two" / "deep" / "c.jpg").is_file()
     assert "created" not in proc.stderr
+
+
+def test_several_videos_go_into_a_new_folder_a_sub_folder_each(net, tmp_path):
+    pytest.importorskip("av")
+    from tests.support.streams import make_video
+
+    a, b = make_video(tmp_path / "a.mp4", 3), make_video(tmp_path / "b.mp4", 4)
+    out = tmp_path / "new" / "out"
+    out.parent.mkdir()
+    proc = run_cli("--model", net, "--visualize=mask", a, b, out)
+    assert proc.returncode == 0, proc.stderr
+    assert written(out) == [f"a/a-{i:06d}.png" for i in range(3)] + [f"b/b-{i:06d}.png" for i in range(4)]
+    assert "created" not in proc.stderr  # one new level, the one named: no line
