@@ -60,9 +60,13 @@ def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | 
     if kind == "folder":
         if out.exists() and not out.is_dir():
             raise UsageError(f"{text}: not a folder (a file of that name exists)")
-        parents = [p.resolve().parent for p in inputs] + ([base.resolve()] if base is not None else [])
-        top = Path(os.path.commonpath(parents))
-        targets = [out / p.resolve().relative_to(top) for p in inputs]
+        root = os.path.abspath(base) if base is not None else None
+        if root is not None and all(os.path.abspath(p).startswith(root + os.sep) for p in inputs):
+            # a folder's tree as it is seen from the folder (symlinked files keep their place in it)
+            targets = [out / os.path.relpath(os.path.abspath(p), root) for p in inputs]
+        else:
+            top = Path(os.path.commonpath([p.resolve().parent for p in inputs]))
+            targets = [out / p.resolve().relative_to(top) for p in inputs]
         if classes:
             targets = [t.with_suffix(".png") for t in targets]
     elif kind == "sequence":

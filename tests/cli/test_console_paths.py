@@ -212,3 +212,13 @@ def test_several_videos_go_into_a_new_folder_a_sub_folder_each(net, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert written(out) == [f"a/a-{i:06d}.png" for i in range(3)] + [f"b/b-{i:06d}.png" for i in range(4)]
     assert "created" not in proc.stderr  # one new level, the one named: no line
+
+
+def test_symlinked_images_keep_their_place_in_the_mirrored_tree(net, tmp_path):
+    root = tmp_path / "links"
+    (root / "sub").mkdir(parents=True)
+    (root / "top.jpg").symlink_to(IMAGES / "city_0.jpg")
+    (root / "sub" / "deep.jpg").symlink_to(IMAGES / "room_0.jpg")  # the file itself lives elsewhere
+    proc = run_cli("--model", net, "-r", root, tmp_path / "out", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert written(tmp_path / "out") == ["sub/deep.jpg", "top.jpg"]
