@@ -342,8 +342,8 @@ class Options:
                          "runs on CUDA with the fused graph and nvImageCodec is installed)", RUN, "WHERE")
     processes: int | None = _option(None, optional(integer(0, 1024)), "worker processes that decode, "
                                     "pre-process, draw and encode image files while this process runs the "
-                                    "network (default: one per core on machines with more than 4 cores, else "
-                                    "0; 0: the --workers threads do it)", RUN, "N")
+                                    "network (default: cores - 1 on machines with more than 4 cores, else 0; "
+                                    "0: the --workers threads do it)", RUN, "N")
     skip_existing: bool = _option(False, boolean, "leave inputs whose output file exists (resume an "
                                   "interrupted folder run)", RUN, flag=True)
     ray: str | None = _option(None, optional(anything), "run a folder job on a Ray cluster (ADDRESS as ray.init "
@@ -351,7 +351,10 @@ class Options:
     ray_actors: int | None = _option(None, optional(integer(1, 100000)), "Ray actors (default: one per CPU, "
                                      "or per GPU with --ray-gpus)", RUN, "N")
     ray_gpus: float = _option(0.0, number(0.0, 64.0), "GPUs per Ray actor (default 0: CPU actors)", RUN, "G")
-    # videos, cameras and streams in and out; statistics as data
+    # inputs and outputs: folders, videos, cameras and streams; statistics as data
+    recursive: bool = _option(False, boolean, "go into the sub-folders of a folder input, their pictures written "
+                              "in the same sub-folders of the output folder (a glob recurses with **)", IO,
+                              flag=True, aliases=("-r",))
     input_loop: int = _option(0, integer(-1, 1_000_000), "play video file inputs N times in all, as jetson's "
                               "--input-loop counts (-1: forever; 0 or 1: once)", IO, "N", ("--loop",))
     input_codec: str | None = _option(None, optional(choice(*INPUT_CODECS)), "what an rtp:// input carries: "

@@ -25,3 +25,12 @@ SLOW_FIRST = ("tests/run/test_ray.py", "tests/cli/test_console_streams.py", "tes
 def pytest_collection_modifyitems(session, config, items) -> None:
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep order
+
+
+def pytest_sessionstart(session) -> None:
+    """With ``-q`` and no terminal, pytest-xdist writes its worker status twice, and in quiet mode that status
+    is only "bringing up nodes..." (at start-up and again once the workers have collected): quiet means no such
+    line. (Runs before xdist's own ``pytest_sessionstart``, which starts the workers.)"""
+    reporter = session.config.pluginmanager.getplugin("terminaldistreporter")
+    if reporter is not None and session.config.option.verbose < 0:
+        reporter.ensure_show_status = lambda: None

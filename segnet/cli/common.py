@@ -23,7 +23,7 @@ GROUP_TITLES = {
               "FCN-ResNet18 layout)",
     "draw": "output",
     "run": "runtime",
-    "io": "videos, cameras and streams; statistics as data",
+    "io": "inputs and outputs: folders, videos, cameras and streams; statistics as data",
 }
 
 

@@ -18,6 +18,7 @@ from .. import zoo
 from ..errors import UsageError
 from ..run import Finished, ImageDone, ImageFailed, SourceEnded, Started
 from ..run.stats import line as stats_line
+from ..run.uris import local_path, output_kind, scheme
 from .common import Parser, add_options, add_verbosity, configure_output, entry_points, error_line, options_from
 
 PROG = "segnet-console"
@@ -27,37 +28,42 @@ networks (--network, case-insensitive; the default is {zoo.DEFAULT_NETWORK}, tra
 scenes; segnet-download-models --list shows sizes, accuracy and what is installed):
 {chr(10).join(f"  {n.name:<34} {', '.join(n.aliases)}" for n in zoo.NETWORKS)}
 
-examples:
-  {PROG} city.jpg out.jpg                          overlay with the default network
-  {PROG} --network=fcn-resnet18-cityscapes city.jpg out.jpg
-  {PROG} --alpha=200 --filter-mode=point in.jpg out.png
-  {PROG} --visualize=mask in.jpg mask.png
-  {PROG} --visualize=overlay,mask "images/*.jpg" outdir/
-  {PROG} drive.mp4 drive_overlay.mp4                every frame of a video (pip install 'segnet[video]')
-  {PROG} --model=net.onnx --labels=classes.txt --colors=colors.txt in.jpg out.jpg
-  {PROG} --stats in.jpg                            class histogram only, nothing written
-  {PROG} --network=fcn-resnet18-voc --legend legend.png    the classes' colours and names
-  {PROG} /dev/video0 udp://10.0.0.2:5000            a camera, live, streamed as MPEG-TS
-  {PROG} rtp://@:5000 --input-codec=h264 cam.mp4    what jetson's rtp:// output sends
-  {PROG} cams.txt outdir/                          one source per line, batched together
-  {PROG} --visualize=classes in.jpg ids.png        class indices, one byte per pixel
-  {PROG} drive.mp4 --json | jq .classes[3]         statistics as JSON lines
+examples (from a checkout: they read data/images/ and tests/data/; videos need PyAV, the [video] extra):
+  {PROG} data/images/camvid_0.jpg out.jpg                     overlay, default network
+  {PROG} --alpha=200 data/images/camvid_0.jpg out.jpg
+  {PROG} --visualize=mask data/images/camvid_0.jpg mask.png   class colours only
+  {PROG} --filter-mode=point data/images/camvid_0.jpg blocky.png
+  {PROG} --visualize=classes data/images/camvid_0.jpg ids.png   class indices, one byte per pixel
+  {PROG} --stats data/images/camvid_0.jpg                     class histogram only, nothing written
+  {PROG} --legend legend.png                                  every class's colour and name
+  {PROG} "data/images/camvid_*.jpg" outdir/                   a glob, quoted: segnet expands it
+  {PROG} data/images/camvid_*.jpg outdir/                     the shell expands it: the last path is the output
+  {PROG} --batch-size=8 --skip-existing data/images/ outdir/  a directory; resumes an interrupted run
+  {PROG} tests/data/camvid-clip.mp4 clip_overlay.mp4          every frame of a video, same rate, H.264
+  {PROG} --stats --json tests/data/camvid-clip.mp4 | jq .classes[3].fraction   statistics as JSON lines
+  {PROG} --network=fcn-resnet18-cityscapes data/images/city_0.jpg city.jpg   downloads the network once
+  {PROG} /dev/video0 udp://192.168.1.20:5000                  a camera, live, streamed as MPEG-TS
+  {PROG} rtp://@:5000 --input-codec=h264 cam.mp4              what jetson's rtp:// output sends
+  {PROG} cams.txt out/                                        a list of cameras and streams, batched together
 
 exit status: 0 success, 1 some inputs or sources failed (the rest were processed), 2 usage error.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description="Semantic segmentation of images and videos with FCN-ResNet18 networks, "
-               "as jetson-inference's segnet-console does it, on onnxruntime or TensorRT.",
-               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", nargs="?", help="an image file, a directory of images, a quoted glob ('imgs/*.jpg'), "
-                   "a video, a camera (/dev/video0), a stream (rtsp://, rtp://@:PORT, udp://@:PORT, http://), an "
-                   "image URL, or a .txt list of sources")
-    p.add_argument("output", nargs="?", help="output image (format from its extension: jpg, png, tga, bmp, ...), "
-                   "a directory for several inputs or a video's frames, a sequence (out_%%04i.png), a video file, a "
-                   "stream (udp://HOST:PORT, rtp://HOST:PORT, rtsp://SERVER/PATH) or display://0; omit to write "
-                   "nothing")
+    p = _ConsoleParser(prog=PROG, usage="%(prog)s [options] INPUT [INPUT ...] [OUTPUT]",
+                       description="Semantic segmentation of images and videos with FCN-ResNet18 networks, "
+                       "as jetson-inference's segnet-console does it, on onnxruntime or TensorRT.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="inputs, then the output. An input is an image file, a directory of images, a glob "
+                   "('imgs/*.jpg'), a video, a camera (/dev/video0), a stream (rtsp://, rtp://@:PORT, udp://@:PORT, "
+                   "http://), an image URL, or a .txt list of sources. The output is an image (format from its "
+                   "extension: jpg, png, tga, bmp, ...), a directory for several inputs or a video's frames, a "
+                   "sequence (out_%%04i.png), a video file, a stream (udp://HOST:PORT, rtp://HOST:PORT, "
+                   "rtsp://SERVER/PATH) or display://0. With one path there is no output; with two, the second is "
+                   "the output; with more, the last is the output, as cp takes it (images/*.jpg out/). With --stats "
+                   "and an existing image or video last, every path is an input and nothing is written")
     add_options(p, "network", "backend", "format", "draw", "run", "io")
     p.add_argument("--legend", metavar="PATH", help="also write a picture of every class's colour and name (with "
                    "the alpha the overlay uses); with no input, only that")
@@ -68,18 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _ConsoleParser(Parser):
+    """Flags may come between the paths (``rtsp://cam/s --output-codec h265 cam.mkv``): argparse's intermixed
+    parsing gathers every path into one list, whatever the flags between them."""
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
+
+
 def run(args: argparse.Namespace) -> int:
     configure_output(args.quiet, args.verbose)
     _fix_ray_address(args)
     options = options_from(args)
-    if args.input is None and args.legend is None:
+    wants_stats = options.stats or options.stats_json or options.stats_file is not None
+    inputs, output = split_paths(args.paths, wants_stats)
+    if inputs is None and args.legend is None:
         raise UsageError("give an input: an image, a folder, a quoted glob or a video (see --help)")
     feed = None
-    if args.input is not None:
+    if inputs is not None:
         from ..run.planning import plan
 
-        feed = plan(args.input, args.output, options)  # every input and output checked, once
-        wants_stats = options.stats or options.stats_json or options.stats_file is not None
+        feed = plan(inputs, output, options)  # every input and output checked, once
         if not feed.wants_pictures() and not wants_stats:
             raise UsageError("give an output (a picture, a folder, a sequence like out_%04i.jpg, a video, a stream "
                              "or display://0) or --stats: without either nothing would be written or printed")
@@ -116,10 +131,45 @@ def _write_legend(segmenter, path: str) -> None:
 
 def _fix_ray_address(args: argparse.Namespace) -> None:
     """``--ray images/ out/`` makes argparse read ``images/`` as the address: an address that names an
-    existing path and leaves the output empty was meant as the input."""
+    existing path or a glob was meant as the first input."""
     address = getattr(args, "ray", None)
-    if address and args.output is None and (Path(address).exists() or glob.has_magic(address)):
-        args.ray, args.input, args.output = "", args.ray, args.input
+    if address and (Path(address).exists() or glob.has_magic(address)):
+        args.ray, args.paths = "", [address, *args.paths]
+
+
+def split_paths(paths: list[str], stats: bool) -> tuple[str | list[str] | None, str | None]:
+    """The inputs and the output the positional paths name, as ``cp`` reads its arguments: one path is an
+    input (no output); of two or more, the last is the output. With statistics asked for (``--stats``), a last
+    path that is an existing image or video is an input too, so ``--stats a.jpg b.jpg`` never overwrites
+    ``b.jpg``: nothing is written then."""
+    if not paths:
+        return None, None
+    if len(paths) == 1:
+        return paths[0], None
+    *inputs, last = paths
+    if stats and _existing_input(last):
+        if len(paths) == 2:
+            logging.getLogger("segnet").info(f"{last} exists: with --stats it is taken as a second input and "
+                                             "nothing is written (give a new name or a folder to write pictures)")
+        return paths, None
+    if len(inputs) == 1:
+        return inputs[0], last
+    if _existing_input(last) and output_kind(last) == "image":
+        raise UsageError(f"{last}: the last of several paths is the output (as with cp), and one picture cannot "
+                         f"take {len(inputs)} inputs; give a folder last (out/), or --stats to only print "
+                         "statistics")
+    return inputs, last
+
+
+def _existing_input(path: str) -> bool:
+    """Whether ``path`` is an existing image or video file (something segnet reads, not a new output)."""
+    from ..image_io import READ_EXTENSIONS
+    from ..run.video import is_video
+
+    if scheme(path):
+        return False
+    local = Path(local_path(path))
+    return local.is_file() and (local.suffix.lower() in READ_EXTENSIONS or is_video(local))
 
 
 class Report:

@@ -33,7 +33,7 @@ from ..options import Options
 from .events import SourceEnded
 from .inputs import InputKind, fetch_image
 from .job import Job, timed, write_picture
-from .outputs import FrameOutput, without_existing
+from .outputs import FrameOutput, VideoFile, without_existing
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ class Feed(Protocol):
 
     def finish(self) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self, interrupted: bool = False) -> None:
+        """The run stopped early: ``interrupted`` by Ctrl-C or SIGTERM, else by an error."""
+        ...
 
 
 class ImageFeed:
@@ -99,6 +101,18 @@ class ImageFeed:
             pairs, self.skipped = without_existing(pairs)
         self.pairs, self.several, self.timeout = pairs, several, timeout
         self.total: int | None = len(pairs)
+        self.fetched: np.ndarray | None = None
+
+    def fetch_ahead(self) -> SegnetError | None:
+        """A run of one image URL fetches it now, before the network loads, and keeps it for its job (it is
+        not fetched again). Returns why it failed (connection refused, no answer, name not found, ...), so a
+        dead URL is reported without loading the network."""
+        if len(self.pairs) == 1 and isinstance(self.pairs[0][0], str) and self.fetched is None:
+            try:
+                self.fetched = fetch_image(self.pairs[0][0], self.timeout)
+            except SegnetError as exc:
+                return exc
+        return None
 
     def bind(self, emit: Callable[[Any], None]) -> None:
         pass
@@ -107,6 +121,9 @@ class ImageFeed:
         for index, (item, target) in enumerate(self.pairs):
             if isinstance(item, Path):
                 yield Job(index, str(item), functools.partial(read_image, item), target, path=item)
+            elif self.fetched is not None:
+                fetched, self.fetched = self.fetched, None
+                yield Job(index, str(item), functools.partial(_same, fetched), target)
             else:
                 yield Job(index, str(item), functools.partial(fetch_image, item, self.timeout), target)
 
@@ -129,7 +146,7 @@ class ImageFeed:
     def finish(self) -> None:
         pass
 
-    def abort(self) -> None:
+    def abort(self, interrupted: bool = False) -> None:
         pass
 
 
@@ -359,9 +376,11 @@ class FrameFeeds:
                 if feed.output is not None:
                     feed.output.close()
 
-    def abort(self) -> None:
-        """Ctrl-C or an error: readers stop. A live source has no end, so stopping it is how it ends: its
-        output is finished properly; a file's output is incomplete and removed."""
+    def abort(self, interrupted: bool = False) -> None:
+        """Ctrl-C, SIGTERM or an error: readers stop. A live source has no end, so stopping it is how it ends:
+        its output is finished properly. So is a file's when the run was ``interrupted`` (as ffmpeg keeps what
+        it encoded): a playable partial video of the frames done, said in a status line; after an error, a
+        file's output is incomplete and removed."""
         self.stop.set()
         with self.wake:
             self.wake.notify_all()
@@ -369,13 +388,25 @@ class FrameFeeds:
             if feed.output is None or feed.reported:
                 continue
             feed.reported = True
-            if feed.live:
+            if feed.live or interrupted:
                 try:
                     feed.output.close()
                 except SegnetError as exc:
                     log.error("%s", exc)
+                    continue
+                if not feed.live and isinstance(feed.output, VideoFile):
+                    _say_partial(feed, feed.output)
             else:
                 feed.output.abort()
+
+
+def _say_partial(feed: SourceReader, output: VideoFile) -> None:
+    frames = output.file.written
+    if not frames:
+        log.info("%s: stopped before any frame was encoded: no video written", output.name)
+        return
+    of = f" of {feed.total}" if feed.total is not None else ""
+    log.info("%s: stopped after %d%s frames: kept as a partial video of those frames", output.name, frames, of)
 
 
 def _gone(feed: SourceReader) -> bool:

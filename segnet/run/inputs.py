@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..errors import SegnetError, UsageError
+from ..errors import SegnetError, UsageError, option
 from ..image_io import READ_EXTENSIONS, decode_image
 from ..options import Options
 from .uris import local_path, safe_label, scheme
@@ -331,24 +331,35 @@ def read_list(path: Path, options: Options) -> list[tuple[InputKind, str | None]
     return entries
 
 
-def expand_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Path], bool]:
-    """The input files of a path, folder or glob (or a list of paths), and whether it names a collection
+def expand_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike],
+                  recursive: bool = False) -> tuple[list[Path], bool]:
+    """The input files of a path, folder or glob (or a list of those), and whether it names a collection
     (a folder, a glob or a list) rather than one file. Folders and globs take the images among their files;
-    what they leave out is said in a status line."""
-    if not isinstance(spec, (str, os.PathLike)):
-        files = [Path(p) for p in spec]
-        missing = [str(p) for p in files if not p.is_file()]
-        if not files or missing:
-            raise UsageError(f"{missing[0] if missing else 'no inputs'}: no such file")
+    what they leave out is said in a status line. A folder's sub-folders are left out (and counted) unless
+    ``recursive``; ``**`` in a glob matches any depth of folders."""
+    if not isinstance(spec, (str, os.PathLike)):  # several paths (a glob the shell expanded): each as given alone
+        files = [f for item in spec for f in expand_inputs(item, recursive)[0]]
+        if not files:
+            raise UsageError("no inputs: give an image, a folder or a glob")
         return files, True
     text = os.fspath(spec)
     path = Path(text)
     if path.is_dir():
-        return _images_among(sorted(f for f in path.iterdir() if f.is_file()), text, "in this directory"), True
+        if recursive:
+            found = sorted(Path(folder, name) for folder, _, names in os.walk(path) for name in names)
+            return _images_among([f for f in found if f.is_file()], text, "in this folder or below"), True
+        entries = sorted(path.iterdir())
+        folders = [f.name for f in entries if f.is_dir()]
+        if folders:
+            flag = option("recursive")
+            shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+            log.info("%s: left out %d sub-folder(s) (%s); give %s to go into them", text, len(folders), shown,
+                     flag if flag.startswith("-") else "recursive=True")
+        return _images_among([f for f in entries if f.is_file()], text, "in this directory"), True
     if path.exists():
         return [path], False
     if glob.has_magic(text):
-        matches = sorted(Path(f) for f in glob.glob(text) if Path(f).is_file())
+        matches = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
         if not matches:
             raise UsageError(f"{text}: no files match this pattern")
         return _images_among(matches, text, "matching this pattern"), True
@@ -390,8 +401,67 @@ def fetch_image(url: str, timeout: float) -> np.ndarray:
                 if data.tell() > most:
                     raise too_large
     except requests.RequestException as exc:
-        raise SegnetError(f"{url}: cannot fetch it ({type(exc).__name__})") from None
+        raise SegnetError(f"{url}: cannot fetch it: {_fetch_failure(exc, url, timeout)}") from None
     if not data.tell():
         raise SegnetError(f"{url}: the server sent no data")
     data.seek(0)
     return decode_image(data, url)
+
+
+def _fetch_failure(exc: BaseException, url: str, timeout: float) -> str:
+    """What went wrong with a fetch, in the words curl would use, not requests' class names. requests wraps
+    urllib3's errors, which wrap the socket's (ConnectionError -> MaxRetryError.reason -> NewConnectionError ->
+    ConnectionRefusedError), so the chain is walked for the cause."""
+    import socket
+    import ssl
+
+    import requests
+
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS/certificate problem" + (f" ({_ssl_reason(exc)})" if _ssl_reason(exc) else "")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no answer in {timeout:g} s (the host did not take the connection)"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"no answer in {timeout:g} s"
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                        requests.exceptions.MissingSchema)):
+        return "not a usable URL"
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            what = f"name not found ({urlsplit(url).hostname})"
+            return what + (": no DNS server answered" if cause.errno == socket.EAI_AGAIN else "")
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "the server closed the connection"
+        if isinstance(cause, ssl.SSLError):
+            return "TLS/certificate problem"
+        if isinstance(cause, (TimeoutError, socket.timeout)):
+            return f"no answer in {timeout:g} s"
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
+        return "the connection dropped"
+    return type(exc).__name__
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    pending: list = [exc]
+    seen: set[int] = set()
+    while pending:
+        error = pending.pop(0)
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield error
+        pending += [getattr(error, "reason", None), error.__cause__, error.__context__, *error.args]
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The TLS library's own short reason: certificate verify failed, wrong version number, ..."""
+    import ssl
+
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError) and cause.reason:
+            return str(cause.reason).lower().replace("_", " ")
+    return ""

@@ -55,6 +55,12 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
         summary = Summary(0, 0, feed.skipped, 0.0, feed.several)
         emit(Finished(summary))
         return summary
+    unreachable = feed.fetch_ahead() if isinstance(feed, ImageFeed) else None
+    if isinstance(feed, ImageFeed) and unreachable is not None:  # a dead image URL: no network is loaded
+        emit(ImageFailed(0, str(feed.pairs[0][0]), unreachable))
+        summary = Summary(0, 1, feed.skipped, 0.0, feed.several)
+        emit(Finished(summary))
+        return summary
     processes = worker_processes.count(options, feed.total) if isinstance(feed, ImageFeed) else 0
     if processes and options.ray is None:
         worker_processes.prestart()  # workers' fork server starts while the network loads
@@ -129,8 +135,8 @@ class Runner:
         try:
             self.execute(feed, drawing)
             feed.finish()
-        except BaseException:
-            feed.abort()
+        except BaseException as exc:
+            feed.abort(interrupted=isinstance(exc, KeyboardInterrupt))  # SIGTERM too: the CLI raises a subclass
             raise
         summary = Summary(self.done, self.failed, feed.skipped, time.perf_counter() - start, feed.several,
                           ray=self.segmenter is None, dropped=feed.dropped, sources_failed=feed.failed_sources)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -22,20 +23,24 @@ import numpy as np
 from ..errors import SegnetError, UsageError, option
 from ..image_io import image_format, write_image
 from ..options import Options
+from ..util import describe_os_error
 from .uris import local_path, output_kind, scheme, sequence_name
+
+log = logging.getLogger(__name__)
 
 # -- image files ---------------------------------------------------------------------------------------------
 
 
 def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | None,
-                 classes: bool = False) -> list[Path | None]:
+                 classes: bool = False, base: Path | None = None) -> list[Path | None]:
     """Where each input image's picture goes, checked before any work: the format is writable, the folder
     exists (created if missing) and accepts files, no output overwrites an input, no two outputs collide.
 
     A folder gets each picture under the input's name, in sub-folders mirroring the inputs' folders below
     their common folder (so ``"g*/x.jpg"`` cannot collide); a sequence numbers them in input order; one
     image file takes exactly one input. ``classes``: the pictures are class indices, which only lossless
-    PNG keeps (a folder gets ``<name>.png``)."""
+    PNG keeps (a folder gets ``<name>.png``). ``base``: the folder whose tree a folder output mirrors (a
+    folder input; default: the inputs' common folder)."""
     if output is None:
         return [None] * len(inputs)
     text = local_path(os.fspath(output))
@@ -55,8 +60,13 @@ def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | 
     if kind == "folder":
         if out.exists() and not out.is_dir():
             raise UsageError(f"{text}: not a folder (a file of that name exists)")
-        base = Path(os.path.commonpath([p.resolve().parent for p in inputs]))
-        targets = [out / p.resolve().relative_to(base) for p in inputs]
+        root = os.path.abspath(base) if base is not None else None
+        if root is not None and all(os.path.abspath(p).startswith(root + os.sep) for p in inputs):
+            # a folder's tree as it is seen from the folder (symlinked files keep their place in it)
+            targets = [out / os.path.relpath(os.path.abspath(p), root) for p in inputs]
+        else:
+            top = Path(os.path.commonpath([p.resolve().parent for p in inputs]))
+            targets = [out / p.resolve().relative_to(top) for p in inputs]
         if classes:
             targets = [t.with_suffix(".png") for t in targets]
     elif kind == "sequence":
@@ -66,8 +76,10 @@ def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | 
     for t in {t.suffix.lower(): t for t in targets}.values():
         image_format(t)
     refuse_overwriting(inputs, targets)
+    if kind == "folder":
+        check_writable(out)  # the folder named; sub-folders mirroring the inputs' are made below it quietly
     for folder in dict.fromkeys(t.parent for t in targets):
-        check_writable(folder)
+        check_writable(folder, named=kind != "folder")
     return list(targets)
 
 
@@ -104,13 +116,44 @@ def _identity(path: Path) -> tuple:
         return (str(path.resolve()),)
 
 
-def check_writable(folder: Path) -> None:
+def check_writable(folder: Path, named: bool = True) -> None:
+    """Make ``folder`` (and its missing parents, as ``mkdir -p`` does) and check that it takes new files; a
+    UsageError names the real cause. ``named``: the folder the user named rather than a mirrored sub-folder:
+    when more than its last level had to be made, one status line says so (a mistyped parent, ``outt/sub/``,
+    would otherwise go unnoticed)."""
+    missing = []
+    level = folder
+    while not os.path.lexists(level) and level != level.parent:
+        missing.append(level)
+        level = level.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise UsageError(f"cannot write to output directory {folder}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write to output directory {folder}: {_not_writable(folder, exc)}") from None
+    if named and len(missing) > 1:
+        made = ", ".join(str(m) for m in reversed(missing[1:]))
+        log.info("created the output folder %s (and %s above it, which did not exist either)", folder, made)
+
+
+def _not_writable(folder: Path, exc: OSError) -> str:
+    """Why a folder takes no new files, in words: a file where a folder should be, no permission, a read-only
+    or special file system (``/proc`` answers "No such file or directory" for a folder that exists)."""
+    import errno
+
+    level = folder
+    while not os.path.lexists(level) and level != level.parent:
+        level = level.parent
+    if os.path.lexists(level) and not level.is_dir():
+        return f"{level} is a file, not a folder"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (the folder does not accept files from this user)"
+    if exc.errno == errno.EROFS:
+        return "the folder does not accept files (read-only file system)"
+    if level == folder and exc.errno in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTDIR):
+        return "the folder exists but does not accept files (a special file system, such as /proc or /sys)"
+    return describe_os_error(exc)
 
 
 def without_existing(pairs: Sequence[tuple[Path | str, Path | None]]) -> tuple[list, int]:

@@ -3,6 +3,7 @@ is checked (``outputs.py``). Nothing is read and nothing but output folders is c
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +12,10 @@ from ..errors import UsageError, option
 from ..options import Options
 from .feeds import Feed, FrameFeeds, ImageFeed, SourceReader
 from .inputs import ImageFiles, ImageURL, InputKind, SourceList, expand_inputs, parse_input, read_list
-from .outputs import plan_frames, plan_outputs, plan_url_output
+from .outputs import check_writable, plan_frames, plan_outputs, plan_url_output
 from .uris import local_path, output_kind, scheme
+
+log = logging.getLogger(__name__)
 
 Inputs = str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -37,6 +40,9 @@ def plan(inputs: Inputs, output: str | os.PathLike | None, options: Options) -> 
                              options.input_timeout)
     elif not isinstance(inputs, bytes):
         items = [parse_input(i, options) for i in inputs]
+        if len(items) == 1 and not items[0].frames and not isinstance(items[0], ImageFiles):
+            return plan(inputs[0], output, options)  # a list of one image URL or list of sources is that input
+        _one_kind(items)
         if items and any(not isinstance(s, ImageFiles) for s in items):
             entries = [(s, None) for s in items] if len(items) > 1 else [(items[0], output)]
     spec = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else "the inputs"
@@ -47,16 +53,46 @@ def plan(inputs: Inputs, output: str | os.PathLike | None, options: Options) -> 
         _no_ray(options, entries[0][0].spec)
         return plan_frame_feeds(entries, output, options)
     # file:// names a path
-    files, several = expand_inputs(local_path(os.fspath(inputs)) if isinstance(inputs, (str, os.PathLike))
-                                   else [local_path(os.fspath(i)) for i in inputs])
+    one = local_path(os.fspath(inputs)) if isinstance(inputs, (str, os.PathLike)) else None
+    files, several = expand_inputs(one if one is not None else [local_path(os.fspath(i)) for i in inputs],  # type: ignore[union-attr]
+                                   options.recursive)
     _no_loop(options, os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else str(files[0]))
-    outputs = plan_outputs(files, several, output, classes)
+    folder = Path(one) if one is not None and Path(one).is_dir() else None
+    if options.recursive and output is not None and output_kind(output) == "folder":
+        files = _outside(files, Path(local_path(os.fspath(output))))
+    # a folder's tree is mirrored from the folder itself, even when all its images sit in one sub-folder
+    outputs = plan_outputs(files, several, output, classes, base=folder)
     if options.ray is not None:
         from .video import is_video
 
         if any(is_video(p) for p in files):
             raise UsageError(f"{option('ray')} runs image folders; run videos without it")
     return ImageFeed(files, outputs, several, options.skip_existing, options.input_timeout)
+
+
+def _outside(files: list[Path], output: Path) -> list[Path]:
+    """The files not inside the output folder: a recursive run into a folder inside its input must not take
+    the pictures an earlier run wrote there as inputs."""
+    out = output.resolve()
+    kept = [f for f in files if not f.resolve().is_relative_to(out)]
+    if len(kept) < len(files):
+        log.info("%s: left out %d picture(s) already in the output folder", output, len(files) - len(kept))
+    if not kept:
+        raise UsageError(f"{output}: every input image is inside the output folder; give another output")
+    return kept
+
+
+def _one_kind(items: list[InputKind]) -> None:
+    """Several inputs are all image files (folders, globs) or all frame sources (videos, cameras, streams)."""
+    alone = next((s for s in items if not s.frames and not isinstance(s, ImageFiles)), None)
+    if alone is not None:
+        raise UsageError(f"{alone.spec}: {'an image URL' if isinstance(alone, ImageURL) else 'a list of sources'} is "
+                         "a run of its own; give it as the only input")
+    if any(s.frames for s in items) and not all(s.frames for s in items):
+        image = next(s for s in items if not s.frames)
+        other = next(s for s in items if s.frames)
+        raise UsageError(f"{image.spec} and {other.spec}: images and frame sources (videos, cameras, streams) "
+                         "cannot be mixed in one run; run them apart")
 
 
 def _no_loop(options: Options, spec: str) -> None:
@@ -84,6 +120,8 @@ def plan_frame_feeds(entries: Sequence[tuple[InputKind, str | os.PathLike | None
     if several and output is not None and output_kind(output) != "folder" and any(o is None for _, o in entries):
         raise UsageError(f"{output}: {len(entries)} sources cannot share one output; give a folder (each source "
                          "gets a sub-folder) or an output for each source in the list (SOURCE OUTPUT)")
+    if several and output is not None and output_kind(output) == "folder":
+        check_writable(Path(local_path(os.fspath(output))))  # the folder named; each source's sub-folder below it
     readers = []
     seen: dict[str, str] = {}
     labels: set[str] = set()

@@ -281,6 +281,7 @@ class Encoder:
         self.container: Any = None
         self.stream: Any = None
         self.count = 0
+        self.packets = 0  # muxed: the frames the file holds once closed (a frame interrupted mid-write is not)
         self.last_pts = -1
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
@@ -297,6 +298,7 @@ class Encoder:
             self.count += 1
             for packet in self.stream.encode(frame):
                 self.container.mux(packet)
+                self.packets += 1
         except (av.FFmpegError, OSError) as exc:
             raise self._failed(exc) from None
 
@@ -308,6 +310,7 @@ class Encoder:
         try:
             for packet in self.stream.encode():
                 self.container.mux(packet)
+                self.packets += 1
             self.container.close()
         except (av.FFmpegError, OSError) as exc:
             self.abort()
@@ -339,6 +342,7 @@ class VideoWriter:
         self.rate = rate
         self._target: atomic_path | None = None
         self._encoder: Encoder | None = None
+        self.written = 0  # frames in the finished file
 
     def check(self) -> None:
         check_writable(self.settings, self.container_format, str(self.path))
@@ -365,6 +369,7 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
+        self.written = self._encoder.packets
         self._encoder = None
 
     def abort(self) -> None:
