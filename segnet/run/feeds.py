@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import SegnetError
 from ..image_io import read_image
 from ..options import Options
+from ..util import redact
 from .events import SourceEnded
 from .inputs import InputKind, fetch_image
 from .job import Job, timed, write_picture
@@ -108,7 +109,7 @@ class ImageFeed:
             if isinstance(item, Path):
                 yield Job(index, str(item), functools.partial(read_image, item), target, path=item)
             else:
-                yield Job(index, str(item), functools.partial(fetch_image, item, self.timeout), target)
+                yield Job(index, redact(item), functools.partial(fetch_image, item, self.timeout), target)
 
     def put(self, job: Job, picture) -> None:
         if job.target is not None:
@@ -286,7 +287,7 @@ class FrameFeeds:
                         feed.output.close()
                     except SegnetError as exc:
                         self._output_failed(feed, exc)
-                self.emit(SourceEnded(feed.source.spec, feed.read, feed.dropped, feed.error))
+                self.emit(SourceEnded(feed.source.shown, feed.read, feed.dropped, feed.error))
 
     def _output_failed(self, feed: SourceReader, error: SegnetError) -> None:
         """An output that cannot be written (a full disk, a server gone): with one source the run fails with
@@ -329,7 +330,7 @@ class FrameFeeds:
 
     def details(self, job: Job) -> dict[str, Any]:
         taken = self.taken[job.index]
-        return {"source": taken.feed.source.spec, "frame": taken.frame, "time": taken.time,
+        return {"source": taken.feed.source.shown, "frame": taken.frame, "time": taken.time,
                 "latency": time.monotonic() - taken.arrival, "dropped": taken.feed.dropped}
 
     def done(self, job: Job) -> None:

@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import SegnetError, UsageError, option
 from ..image_io import image_format, write_image
 from ..options import Options
-from .uris import local_path, output_kind, scheme, sequence_name
+from ..util import redact
+from .uris import local_path, output_kind, scheme, sequence_name, split_url
 
 # -- image files ---------------------------------------------------------------------------------------------
 
@@ -231,19 +232,19 @@ class NetworkStream:
     def __init__(self, spec: str, options: Options):
         from . import video
 
-        kind, parts = scheme(spec), urlsplit(spec)
+        kind, parts, shown = scheme(spec), split_url(spec), redact(spec)
         if kind == "rtsp" and (parts.hostname in (None, "", "@") or "@:" in spec):
-            raise UsageError(f"{spec}: segnet has no built-in RTSP server (jetson's rtsp://@:port); push to one "
+            raise UsageError(f"{shown}: segnet has no built-in RTSP server (jetson's rtsp://@:port); push to one "
                              "with rtsp://HOST:PORT/PATH, e.g. a MediaMTX server, which then serves viewers")
         if kind != "rtsp" and (not parts.hostname or parts.hostname == "@" or not parts.port):
-            raise UsageError(f"{spec}: give the receiver as {kind}://HOST:PORT")
-        self.name, self.closed = spec, False
+            raise UsageError(f"{shown}: give the receiver as {kind}://HOST:PORT")
+        self.url, self.name, self.closed = spec, shown, False  # name: what messages say, without a password
         self.rate: Fraction | None = None
         self.container = NETWORK[kind]
         self.settings = video.EncoderSettings(video.encoder_for(options.output_codec, self.container),
                                               options.bitrate, live=True)
         # rtsp muxes the same codecs as MPEG-TS holds
-        video.check_writable(self.settings, "mpegts" if kind == "rtsp" else self.container, spec)
+        video.check_writable(self.settings, "mpegts" if kind == "rtsp" else self.container, shown)
         self.options = {"rtsp_transport": "tcp"} if kind == "rtsp" else {}
         self.encoder: Any = None
 
@@ -255,8 +256,8 @@ class NetworkStream:
 
         _colour_only(picture, self.name)
         if self.encoder is None:
-            self.encoder = video.Encoder(self.name, self.container, self.rate or Fraction(25), self.settings,
-                                         self.options)
+            self.encoder = video.Encoder(self.url, self.container, self.rate or Fraction(25), self.settings,
+                                         self.options, name=self.name)
         self.encoder.write(picture, pts)
 
     def close(self) -> None:
@@ -321,7 +322,7 @@ class Display:
 
 
 def _no_webrtc(spec: str, options: Options) -> FrameOutput:
-    raise UsageError(f"{spec}: WebRTC output is not supported: it needs the signalling and media server that "
+    raise UsageError(f"{redact(spec)}: WebRTC output is not supported: it needs the signalling and media server that "
                      "jetson-utils builds from GStreamer's webrtcbin, and FFmpeg has none; stream with rtsp:// "
                      "to an RTSP server (which can serve WebRTC, as MediaMTX does) instead")
 
@@ -346,9 +347,10 @@ def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
         factory = OUTPUT_KINDS.get(kind)
         if factory is None:
             known = ", ".join(f"{k}://" for k in OUTPUT_KINDS if k != "webrtc")
-            raise UsageError(f"{text}: unknown output kind '{kind}://'; give a path, a folder, or one of {known}")
+            raise UsageError(f"{redact(text)}: unknown output kind '{kind}://'; give a path, a folder, or one of "
+                             f"{known}")
         if classes and not getattr(factory, "lossless", False):
-            raise lossless_error(text)
+            raise lossless_error(redact(text))
         return factory(text, options)
     out = Path(text)
     what = output_kind(text)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import UsageError, option
 from ..options import Options
+from ..util import redact
 from .feeds import Feed, FrameFeeds, ImageFeed, SourceReader
 from .inputs import ImageFiles, ImageURL, InputKind, SourceList, expand_inputs, parse_input, read_list
 from .outputs import plan_frames, plan_outputs, plan_url_output
@@ -31,20 +32,20 @@ def plan(inputs: Inputs, output: str | os.PathLike | None, options: Options) -> 
         elif source.frames:
             entries = [(source, output)]
         elif isinstance(source, ImageURL):
-            _no_loop(options, source.spec)
-            _no_ray(options, source.spec, "image URLs")
+            _no_loop(options, source.shown)
+            _no_ray(options, source.shown, "image URLs")
             return ImageFeed([source.spec], [plan_url_output(source.spec, output, classes)], False, False,
                              options.input_timeout)
     elif not isinstance(inputs, bytes):
         items = [parse_input(i, options) for i in inputs]
         if items and any(not isinstance(s, ImageFiles) for s in items):
             entries = [(s, None) for s in items] if len(items) > 1 else [(items[0], output)]
-    spec = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else "the inputs"
+    spec = redact(os.fspath(inputs)) if isinstance(inputs, (str, os.PathLike)) else "the inputs"
     if options.input_codec is not None and not any(s.spec.lower().startswith("rtp://") for s, _ in entries or []):
         raise UsageError(f"{option('input_codec', options.input_codec)} says what an rtp:// input carries; {spec} "
                          "has no rtp:// source (other sources say what they carry themselves)")
     if entries is not None:
-        _no_ray(options, entries[0][0].spec)
+        _no_ray(options, entries[0][0].shown)
         return plan_frame_feeds(entries, output, options)
     # file:// names a path
     files, several = expand_inputs(local_path(os.fspath(inputs)) if isinstance(inputs, (str, os.PathLike))
@@ -80,7 +81,7 @@ def plan_frame_feeds(entries: Sequence[tuple[InputKind, str | os.PathLike | None
     several = len(entries) > 1
     if options.input_loop not in (0, 1) and not any(isinstance(s, VideoFile) for s, _ in entries):
         raise UsageError(f"{option('input_loop', options.input_loop)} replays video files; "
-                         f"{entries[0][0].spec} is not one")
+                         f"{entries[0][0].shown} is not one")
     if several and output is not None and output_kind(output) != "folder" and any(o is None for _, o in entries):
         raise UsageError(f"{output}: {len(entries)} sources cannot share one output; give a folder (each source "
                          "gets a sub-folder) or an output for each source in the list (SOURCE OUTPUT)")
@@ -100,9 +101,9 @@ def plan_frame_feeds(entries: Sequence[tuple[InputKind, str | os.PathLike | None
             text = os.fspath(target)
             key = text if scheme(text) else os.path.abspath(local_path(text))
             if key in seen:
-                raise UsageError(f"{seen[key]} and {source.spec} would both be written to {text}: give each "
+                raise UsageError(f"{seen[key]} and {source.shown} would both be written to {redact(text)}: give each "
                                  "source its own output")
-            seen[key] = source.spec
+            seen[key] = source.shown
         video_file: Path | None = source.path if isinstance(source, VideoFile) else None
         prefix = video_file.stem if video_file is not None and not several else label
         frame_output = plan_frames(target, prefix, options, video_file)
