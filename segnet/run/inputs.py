@@ -224,6 +224,7 @@ class SDPStream(_PyAV):
     def __init__(self, spec: str, path: Path):
         super().__init__(spec, spec, safe_label(path.stem))
         self.url = str(path)
+        self.path = path
         self.av_options = {"protocol_whitelist": "file,udp,rtp,crypto,data"}
 
 

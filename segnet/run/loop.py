@@ -47,6 +47,9 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
     sequence (``out_%04i.png``), a video file, a network stream (``udp://``, ``rtp://``, ``rtsp://``),
     ``display://0``, or any kind added with ``register_output``. ``inputs`` may also be the feed that
     ``planning.plan(inputs, output, options)`` returned (``output`` is then ignored)."""
+    if options is not None and not isinstance(options, Options):
+        raise TypeError(f"options must be a segnet.Options, not {type(options).__name__} (Options(**values), or "
+                        "give the options as keywords)")
     options = Options.create(options, **given)
     emit = on_event or (lambda event: None)
     feed: Feed = inputs if isinstance(inputs, (ImageFeed, FrameFeeds)) else plan(inputs, output, options)  # type: ignore[arg-type]

@@ -24,14 +24,16 @@ from ..image_io import image_format, write_image
 from ..options import Options
 from ..util import redact
 from .uris import local_path, output_kind, scheme, sequence_name, split_url
+from .writes import check_folder
 
 # -- image files ---------------------------------------------------------------------------------------------
 
 
 def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | None,
                  classes: bool = False) -> list[Path | None]:
-    """Where each input image's picture goes, checked before any work: the format is writable, the folder
-    exists (created if missing) and accepts files, no output overwrites an input, no two outputs collide.
+    """Where each input image's picture goes, checked before any work: the format is writable and the folder
+    accepts files (it is made once the whole plan is checked; that no output is an input or another output
+    is ``writes.Paths.check``'s rule).
 
     A folder gets each picture under the input's name, in sub-folders mirroring the inputs' folders below
     their common folder (so ``"g*/x.jpg"`` cannot collide); a sequence numbers them in input order; one
@@ -66,7 +68,6 @@ def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | 
         targets = [out]
     for t in {t.suffix.lower(): t for t in targets}.values():
         image_format(t)
-    refuse_overwriting(inputs, targets)
     for folder in dict.fromkeys(t.parent for t in targets):
         check_writable(folder)
     return list(targets)
@@ -83,35 +84,10 @@ def plan_url_output(url: str, output: str | os.PathLike | None, classes: bool) -
     return target
 
 
-def refuse_overwriting(inputs: list[Path], targets: list[Path]) -> None:
-    """A UsageError naming both paths when an output is an input or two outputs are the same file."""
-    sources = {_identity(p): p for p in inputs}
-    seen: dict[tuple, Path] = {}
-    for source, target in zip(inputs, targets):
-        key = _identity(target)
-        if key in sources:
-            raise UsageError(f"{target} would overwrite the input {sources[key]}: choose another output")
-        if key in seen:
-            raise UsageError(f"{seen[key]} and {source} would both be written to {target}: choose another output")
-        seen[key] = source
-
-
-def _identity(path: Path) -> tuple:
-    """What makes two paths the same file: device and inode when it exists, else the resolved path."""
-    try:
-        info = path.stat()
-        return (info.st_dev, info.st_ino)
-    except OSError:
-        return (str(path.resolve()),)
-
-
 def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write to output directory {folder}: {exc.strerror or exc}") from None
+    """That pictures can be written into ``folder``; it is made once the whole plan is checked
+    (``writes.Paths.create``)."""
+    check_folder(folder)
 
 
 def without_existing(pairs: Sequence[tuple[Path | str, Path | None]]) -> tuple[list, int]:
@@ -337,7 +313,7 @@ def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
                 source: Path | None = None) -> FrameOutput | None:
     """The output of one video, camera or stream, checked now: a folder (frames as ``<name>-000000.png``), a
     numbered sequence, a video file, or a registered scheme (``udp://``, ``rtp://``, ``rtsp://``,
-    ``display://N``, ...). ``source``: the input file, which must not be overwritten."""
+    ``display://N``, ...). ``source``: the input file (``writes.Paths`` keeps it from being overwritten)."""
     if output is None:
         return None
     text = local_path(os.fspath(output))
@@ -360,8 +336,6 @@ def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
     if what == "video":
         if classes:
             raise lossless_error(text)
-        if source is not None:
-            refuse_overwriting([source], [out])
         check_writable(out.parent)
         return VideoFile(text, options)
     if what == "sequence":

@@ -55,6 +55,9 @@ def output_kind(output: str | os.PathLike) -> str:
     if len(os.fsencode(path.name)) > 255:
         raise UsageError(f"{text}: the file name is longer than file systems allow (255 bytes)")
     if SEQUENCE.search(path.name):
+        if len(os.fsencode(sequence_name(path, 0).name)) > 255:  # out_%0300i: every picture would fail
+            raise UsageError(f"{text}: the numbered file names would be longer than file systems allow (255 bytes); "
+                             "give a narrower number, like %04i")
         return "sequence"
     if path.is_dir() or text.endswith(("/", os.sep)) or not path.suffix:
         return "folder"

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+import segnet.run
+from segnet.errors import UsageError
 from tests.conftest import IMAGES
 from tests.support import models, streams
-from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.cli import assert_one_line_error, run_cli, run_process
 from tests.support.http_server import ArchiveServer
 
 SECRET = "PW-s3cret"
@@ -95,3 +98,107 @@ def test_bad_ports_and_hosts_are_one_line_usage_errors(net, tmp_path, args, mess
     assert SECRET not in proc.stderr
     assert checksums(clip) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]  # nothing written or created
+
+
+# -- items 1, 2, 3 and 14: nothing written is read or written twice; nothing made before all is checked ------
+
+
+def test_a_legend_never_replaces_or_joins_the_inputs_nor_replaces_an_output(net, tmp_path):
+    inputs = images(tmp_path / "in")
+    (tmp_path / "out.png").write_bytes(b"an earlier output")
+    before = checksums(inputs, tmp_path / "out.png")
+    first = sorted(inputs.iterdir())[0]
+    cases = [
+        (["--legend", first, inputs, tmp_path / "out"], f"would overwrite the input {first} (--legend"),
+        (["--legend", inputs / "legend.png", inputs, tmp_path / "out"], "would be written into the input folder"),
+        (["--legend", tmp_path / "out.png", first, tmp_path / "out.png"], "would both be written to"),
+        (["--legend", tmp_path / "l.png", str(inputs / "*.jpg"), tmp_path / "out", "--stats-file",
+          tmp_path / "l.png"], "--legend"),
+    ]
+    for args, message in cases:
+        assert_one_line_error(run_cli("--model", net, *args), 2, message)
+    assert checksums(inputs, tmp_path / "out.png") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.png"]  # no output folder made either
+
+
+def test_a_legend_into_a_missing_folder_is_made_there(net, tmp_path):
+    first = images(tmp_path / "in", 1) / sorted(IMAGES.glob("*.jpg"))[0].name
+    before = checksums(first)
+    proc = run_cli("--model", net, "--legend", tmp_path / "new" / "sub" / "legend.png", first, tmp_path / "o.jpg")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "new" / "sub" / "legend.png").stat().st_size > 0 and (tmp_path / "o.jpg").exists()
+    alone = run_cli("--model", net, "--legend", tmp_path / "other" / "legend.png")
+    assert alone.returncode == 0, alone.stderr
+    assert (tmp_path / "other" / "legend.png").exists() and checksums(first) == before
+
+
+def test_one_line_of_a_list_cannot_replace_another_lines_input(net, tmp_path):
+    a, b = streams.make_video(tmp_path / "a.mp4", 3), streams.make_video(tmp_path / "b.mp4", 3, colour=(9, 9, 9))
+    listing = tmp_path / "cams.txt"
+    listing.write_text("a.mp4 b.mp4\nb.mp4 outb/\n")
+    before = checksums(a, b, listing)
+    assert_one_line_error(run_cli("--model", net, listing), 2, f"{b} would overwrite the input {b}")
+    listing.write_text("a.mp4 outa/\nb.mp4 frames_%04i.png\nb.mp4 cams.txt.mp4\nb.mp4 a.mp4\n")
+    before = checksums(a, b, listing)
+    assert_one_line_error(run_cli("--model", net, listing), 2, f"would overwrite the input {a}")
+    listing.write_text("a.mp4 f/x_%04i.png\nb.mp4 f/x_%04i.png\n")
+    assert_one_line_error(run_cli("--model", net, listing), 2, "would both be written to")
+    assert checksums(a, b) == {k: v for k, v in before.items() if not k.endswith(".txt")}
+    # refused at its last line: no folder of the earlier lines was made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4", "cams.txt"]
+
+
+def test_the_frames_of_a_video_are_checked_by_the_names_they_will_have(net, tmp_path):
+    clip = streams.make_video(tmp_path / "clip.mp4", 3)
+    before = checksums(clip)
+    proc = run_cli("--model", net, clip, tmp_path / "out", "--legend", tmp_path / "out" / "clip-000001.png")
+    legend = tmp_path / "out" / "clip-000001.png"
+    assert_one_line_error(proc, 2, f"{clip} and --legend {legend} would both be written to {legend}")
+    proc = run_cli("--model", net, clip, tmp_path / "f_%03i.png", "--legend", tmp_path / "f_007.png")
+    assert_one_line_error(proc, 2, "would both be written to")
+    assert checksums(clip) == before and sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+
+
+def test_a_stats_file_is_never_an_input_an_output_or_a_fifo(net, tmp_path):
+    first = images(tmp_path / "in", 1) / sorted(IMAGES.glob("*.jpg"))[0].name
+    clip = streams.make_video(tmp_path / "clip.mp4", 3)
+    fifo = tmp_path / "stats.fifo"
+    os.mkfifo(fifo)
+    before = checksums(first, clip)
+    assert_one_line_error(run_cli("--model", net, first, tmp_path / "o.jpg", "--stats-file", first), 2,
+                          f"would overwrite the input {first} (--stats-file")
+    assert_one_line_error(run_cli("--model", net, first, tmp_path / "o.jpg", "--stats-file", tmp_path / "o.jpg"), 2,
+                          "--stats-file")
+    assert_one_line_error(run_cli("--model", net, clip, tmp_path / "v.mp4", "--stats-file", tmp_path / "v.mp4"), 2,
+                          "would both be written to")
+    proc = run_process("--model", net, clip, tmp_path / "v.mp4", "--stats-file", fifo, timeout=120)
+    assert_one_line_error(proc, 2, "it is a FIFO, not a regular file")
+    assert checksums(first, clip) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "in", "stats.fifo"]
+
+
+def test_an_empty_output_and_an_impossible_sequence_are_usage_errors(net, tmp_path):
+    bystander = tmp_path / "city_0.jpg"
+    bystander.write_bytes(b"an unrelated file of the same name as the input")
+    before = checksums(bystander)
+    assert_one_line_error(run_cli("--model", net, IMAGES / "city_0.jpg", "", cwd=tmp_path), 2,
+                          "an empty output names no file")
+    assert_one_line_error(run_cli("--model", net, IMAGES, tmp_path / "o" / "out_%0300i.png"), 2,
+                          "longer than file systems allow")
+    assert checksums(bystander) == before and sorted(os.listdir(tmp_path)) == ["city_0.jpg"]
+
+
+@pytest.mark.parametrize("args, kwargs, error, message", [
+    ((None,), {}, TypeError, "not NoneType"),
+    ((5,), {}, TypeError, "not int"),
+    ((b"images",), {}, TypeError, "not bytes (os.fsdecode"),
+    (([IMAGES / "city_0.jpg", 5],), {}, TypeError, "not int"),
+    ((IMAGES, 5), {}, TypeError, "give output as a str or os.PathLike"),
+    ((IMAGES, None), {"options": {"model": "x"}}, TypeError, "options must be a segnet.Options, not dict"),
+    ((IMAGES, ""), {}, UsageError, "an empty output names no file"),
+    (([],), {}, UsageError, "no inputs"),
+])
+def test_library_misuse_of_run_says_what_to_give(args, kwargs, error, message):
+    with pytest.raises(error) as caught:
+        segnet.run.run(*args, **kwargs)
+    assert message in str(caught.value) and type(caught.value) is error
