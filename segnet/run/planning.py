@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UsageError, option
-from ..options import Options
+from ..options import Options, check_processes
 from ..util import redact
 from .feeds import Feed, FrameFeeds, ImageFeed, SourceReader
 from .inputs import ImageFiles, ImageURL, InputKind, SourceList, expand_inputs, parse_input, read_list
@@ -32,6 +32,7 @@ def plan(inputs: Inputs, output: str | os.PathLike | None, options: Options,
     (the console's ``--legend``). No file written may be read or written twice (``writes.Paths``); the
     output folders are made only once all of it is checked."""
     _check_types(inputs, output, options)
+    check_processes(options)
     paths = Paths()
     feed = _plan(inputs, output, options, paths)
     plan_files(writes, options, paths)
