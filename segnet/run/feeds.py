@@ -227,12 +227,16 @@ class _Taken:
 
 
 class FrameFeeds:
-    """Frames of one or more videos, cameras and streams, each with its own output."""
+    """Frames of one or more videos, cameras and streams, each with its own output. At most ``most_open``
+    sources are read at once: live sources (which cannot wait) start at once, files take the places left in
+    list order, each starting as another ends, so a list of 10,000 videos holds a few readers' memory."""
 
     writes_files = False
 
-    def __init__(self, feeds: list[SourceReader]):
+    def __init__(self, feeds: list[SourceReader], most_open: int | None = None):
         self.feeds = feeds
+        self.most_open = max(most_open or len(feeds), sum(f.live for f in feeds), 1)
+        self.queued: deque[SourceReader] = deque()
         self.emit: Callable[[Any], None] = _same
         self.several = True
         self.skipped = 0
@@ -248,12 +252,15 @@ class FrameFeeds:
         self.emit = emit
 
     def jobs(self) -> Iterator[Job]:
+        self.queued = deque(f for f in self.feeds if not f.live)
         for feed in self.feeds:
-            feed.start(self.wake, self.stop)
+            if feed.live:
+                feed.start(self.wake, self.stop)
         index = turn = 0
         while True:
             with self.wake:
                 while True:
+                    self._start_queued()
                     self._settle()
                     ready = [f for f in self.feeds[turn:] + self.feeds[:turn] if f.buffer and not _gone(f)]
                     if ready or all(f.ended and not f.buffer for f in self.feeds):
@@ -274,6 +281,15 @@ class FrameFeeds:
             job.times["decode"] = waiting.decoded  # done by the source's reader, ahead of the pipeline
             yield job
             index += 1
+
+    def _start_queued(self) -> None:
+        """Start files waiting their turn while fewer than ``most_open`` sources are open (a source is open
+        until it has ended and its buffer is empty)."""
+        while self.queued:
+            open_now = sum(1 for f in self.feeds if f.thread is not None and not (f.ended and not f.buffer))
+            if open_now >= self.most_open:
+                return
+            self.queued.popleft().start(self.wake, self.stop)
 
     def _settle(self) -> None:
         """Close the output of, and report, every source that has finished (or whose window was closed)."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UsageError, option
-from ..options import Options, check_processes
+from ..options import Options, check_processes, limit
 from ..util import redact
 from .feeds import Feed, FrameFeeds, ImageFeed, SourceReader
 from .inputs import ImageFiles, ImageURL, InputKind, SourceList, expand_inputs, parse_input, read_list
@@ -169,7 +169,7 @@ def plan_frame_feeds(entries: Sequence[tuple[InputKind, str | os.PathLike | None
         labels.add(label)
         target = own if own is not None else output
         if several and own is None and output is not None:
-            target = os.path.join(local_path(os.fspath(output)), label)
+            target = os.path.join(local_path(os.fspath(output)), label, "")  # a folder, even as 127.0.0.1-5000
         if target is not None and not os.fspath(target).startswith("display://"):
             text = os.fspath(target)
             key = text if scheme(text) else os.path.abspath(local_path(text))
@@ -186,9 +186,14 @@ def plan_frame_feeds(entries: Sequence[tuple[InputKind, str | os.PathLike | None
             loops = options.input_loop
             source.total = None if count is None or loops < 0 else count * max(loops, 1)
         readers.append(SourceReader(number, source, frame_output, options))
+    most_open = int(limit("SEGNET_MAX_OPEN_SOURCES") or 16)
+    live = [r.source for r in readers if r.live]
+    if len(live) > most_open:  # a camera or stream cannot wait for its turn
+        raise UsageError(f"{len(live)} live sources (cameras and streams, such as {live[0].shown}) are more than "
+                         f"segnet reads at once ({most_open}); split the list, or raise SEGNET_MAX_OPEN_SOURCES")
     if own_paths:
         plan_files((), None, paths)
-    return FrameFeeds(readers)
+    return FrameFeeds(readers, most_open)
 
 
 def _frame_writes(paths: Paths, source: InputKind, output: FrameOutput | None) -> None:

@@ -202,3 +202,57 @@ def test_library_misuse_of_run_says_what_to_give(args, kwargs, error, message):
     with pytest.raises(error) as caught:
         segnet.run.run(*args, **kwargs)
     assert message in str(caught.value) and type(caught.value) is error
+
+
+# -- item 6: a bounded number of sources open at once ----------------------------------------------------
+
+
+PEAK = """
+import resource, subprocess, sys
+proc = subprocess.run([sys.executable, "-m", "segnet", *sys.argv[1:]], capture_output=True, text=True)
+sys.stderr.write(proc.stderr)
+sys.stdout.write(proc.stdout)
+print("peak", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, "rc", proc.returncode)
+"""
+
+
+def peak_run(*args, env=None, timeout=600):
+    """segnet-console with ``args`` in a child process: (its exit code, stdout lines, stderr, its peak memory
+    in bytes, from the kernel's accounting of that child alone)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PEAK, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    *lines, last = proc.stdout.splitlines()
+    _, peak, _, code = last.split()
+    return int(code), lines, proc.stderr, int(peak)
+
+
+def test_a_long_list_of_videos_reads_a_few_at_a_time_in_bounded_memory(net, tmp_path):
+    clip = streams.make_video(tmp_path / "clip.mp4", 3, size=(320, 240))
+    listing = tmp_path / "many.txt"
+    listing.write_text("clip.mp4\n" * 500)  # all at once: about 2 GB here (3.8 MB a reader)
+    before = checksums(clip, listing)
+    code, lines, stderr, peak = peak_run("--model", net, listing, tmp_path / "out", "--json", "-q")
+    assert code == 0, stderr
+    records = [json.loads(line) for line in lines]
+    print(f"peak memory of 500 sources, 16 at a time (the default): {peak / 2**20:.0f} MiB")
+    assert peak < 1.5 * 2**30
+    assert len(records) == 1500 and len(list((tmp_path / "out").rglob("*.png"))) == 1500
+    folders = list((tmp_path / "out").iterdir())  # every source whole, its frames numbered in order
+    assert len(folders) == 500
+    assert all(sorted(p.name[-10:] for p in f.iterdir()) == ["000000.png", "000001.png", "000002.png"]
+               for f in folders)
+    assert checksums(clip, listing) == before
+
+
+def test_more_live_sources_than_are_read_at_once_is_a_usage_error(net, tmp_path):
+    ports = [streams.free_port() for _ in range(3)]
+    listing = tmp_path / "cams.txt"
+    listing.write_text("".join(f"udp://127.0.0.1:{p}\n" for p in ports))
+    before = checksums(listing)
+    proc = run_cli("--model", net, listing, tmp_path / "out", env={"SEGNET_MAX_OPEN_SOURCES": "2"})
+    assert_one_line_error(proc, 2, "3 live sources (cameras and streams, such as udp://127.0.0.1:")
+    assert "raise SEGNET_MAX_OPEN_SOURCES" in proc.stderr and not (tmp_path / "out").exists()
+    assert checksums(listing) == before
