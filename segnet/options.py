@@ -46,8 +46,6 @@ LIMITS: dict[str, tuple[float | None, str]] = {
                              "than the available memory holds at 256 MiB each)"),
     "SEGNET_MAX_OPEN_SOURCES": (16, "videos, cameras and streams of a list read at once (the other files wait "
                                 "their turn)"),
-    "SEGNET_NETWORK_DEADLINE": (60, "seconds for one network operation of a run: fetching an image URL, opening "
-                                "a stream output and writing to it"),
 }
 
 
