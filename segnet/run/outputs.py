@@ -195,6 +195,8 @@ class VideoFile:
         self.file.abort()
 
 
+#: Seconds one network operation of an RTSP output may stall (connecting, the handshake, a write).
+STREAM_IO_TIMEOUT = 5
 #: Network outputs and the container each carries its video in.
 NETWORK = {"udp": "mpegts", "rtp": "rtp_mpegts", "rtsp": "rtsp"}
 
@@ -221,7 +223,10 @@ class NetworkStream:
                                               options.bitrate, live=True)
         # rtsp muxes the same codecs as MPEG-TS holds
         video.check_writable(self.settings, "mpegts" if kind == "rtsp" else self.container, shown)
-        self.options = {"rtsp_transport": "tcp"} if kind == "rtsp" else {}
+        # a server that stops answering fails the output after STREAM_IO_TIMEOUT instead of hanging (and a
+        # signal, which waits for FFmpeg to return, is taken within that time)
+        self.options = {"rtsp_transport": "tcp", "timeout": str(STREAM_IO_TIMEOUT * 1_000_000)} if kind == "rtsp" \
+            else {}
         self.encoder: Any = None
 
     def target(self, frame: int) -> int:

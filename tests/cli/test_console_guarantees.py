@@ -256,3 +256,47 @@ def test_more_live_sources_than_are_read_at_once_is_a_usage_error(net, tmp_path)
     assert_one_line_error(proc, 2, "3 live sources (cameras and streams, such as udp://127.0.0.1:")
     assert "raise SEGNET_MAX_OPEN_SOURCES" in proc.stderr and not (tmp_path / "out").exists()
     assert checksums(listing) == before
+
+
+# -- item 7 (in part): an RTSP output to a server that never answers ------------------------------------
+
+
+def test_a_stalled_rtsp_output_ends_on_sigterm_within_seconds(net, tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    clip = streams.make_video(tmp_path / "clip.mp4", 5)
+    before = checksums(clip)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    connected = threading.Event()
+    held = []
+
+    def accept():  # accepts, and never answers
+        conn, _ = server.accept()
+        held.append(conn)
+        connected.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"rtsp://user:{SECRET}@127.0.0.1:{server.getsockname()[1]}/live"
+    proc = subprocess.Popen([sys.executable, "-m", "segnet", "--model", str(net), str(clip), url],
+                            stderr=subprocess.PIPE, text=True)
+    assert connected.wait(120)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 15, stderr
+    # the signal is taken once FFmpeg gives up on the silent server (STREAM_IO_TIMEOUT): whichever comes
+    # first ends the run in one line, the stalled output or the signal
+    last = stderr.strip().splitlines()[-1]
+    assert (proc.returncode, last) in ((143, "segnet-console: terminated"),
+                                       (1, f"segnet-console: error: cannot write {url.replace(f'user:{SECRET}@', '')}"
+                                           ": Invalid data found when processing input")), stderr
+    assert "Traceback" not in stderr
+    assert SECRET not in stderr and checksums(clip) == before
+    server.close()
