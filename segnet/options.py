@@ -44,6 +44,7 @@ LIMITS: dict[str, tuple[float | None, str]] = {
     "SEGNET_MAX_URL_IMAGE_BYTES": (1 << 28, "bytes of an image fetched from a URL"),
     "SEGNET_MAX_PROCESSES": (None, "worker processes --processes may ask for (default: 4 per core, and no more "
                              "than the available memory holds at 256 MiB each)"),
+    "SEGNET_URL_IMAGE_DEADLINE": (60, "seconds for fetching one image URL, every byte included"),
     "SEGNET_MAX_OPEN_SOURCES": (16, "videos, cameras and streams of a list read at once (the other files wait "
                                 "their turn)"),
 }

@@ -100,6 +100,7 @@ class ImageFeed:
             pairs, self.skipped = without_existing(pairs)
         self.pairs, self.several, self.timeout = pairs, several, timeout
         self.total: int | None = len(pairs)
+        self.cancelled = threading.Event()  # Ctrl-C or SIGTERM: fetches in flight stop
 
     def bind(self, emit: Callable[[Any], None]) -> None:
         pass
@@ -109,7 +110,8 @@ class ImageFeed:
             if isinstance(item, Path):
                 yield Job(index, str(item), functools.partial(read_image, item), target, path=item)
             else:
-                yield Job(index, redact(item), functools.partial(fetch_image, item, self.timeout), target)
+                yield Job(index, redact(item), functools.partial(fetch_image, item, self.timeout, self.cancelled),
+                          target)
 
     def put(self, job: Job, picture) -> None:
         if job.target is not None:
@@ -130,8 +132,12 @@ class ImageFeed:
     def finish(self) -> None:
         pass
 
+    def cancel(self) -> None:
+        """Called before the executor waits for the work running: network reads stop at once."""
+        self.cancelled.set()
+
     def abort(self) -> None:
-        pass
+        self.cancelled.set()
 
 
 # -- reading frame sources in the background -------------------------------------------------------------------

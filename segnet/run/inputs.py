@@ -18,6 +18,8 @@ import glob
 import logging
 import os
 import shlex
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
@@ -370,16 +372,21 @@ def _images_among(files: list[Path], spec: str, where: str) -> list[Path]:
     return images
 
 
-def fetch_image(url: str, timeout: float) -> np.ndarray:
+def fetch_image(url: str, timeout: float, cancel: threading.Event | None = None) -> np.ndarray:
     """An image over HTTP(S), decoded as image files are (so it gives the same pixels as the same file), at
-    most ``SEGNET_MAX_URL_IMAGE_BYTES`` of it: a larger one fails before or while it streams."""
+    most ``SEGNET_MAX_URL_IMAGE_BYTES`` of it: a larger one fails before or while it streams. The whole fetch
+    has a deadline (``SEGNET_URL_IMAGE_DEADLINE``), checked as each piece arrives, so a server that trickles
+    fails it; ``cancel`` (set on Ctrl-C or SIGTERM) stops it at the next piece."""
     import io
 
     import requests
+    import urllib3
 
     from ..options import limit
 
     most = int(limit("SEGNET_MAX_URL_IMAGE_BYTES") or 0)
+    seconds = limit("SEGNET_URL_IMAGE_DEADLINE") or 60
+    deadline = time.monotonic() + seconds
     shown = redact(url)
     too_large = SegnetError(f"{shown}: larger than {most:,} bytes, more than segnet fetches for an image (raise "
                             "SEGNET_MAX_URL_IMAGE_BYTES)")
@@ -390,11 +397,19 @@ def fetch_image(url: str, timeout: float) -> np.ndarray:
             if int(response.headers.get("Content-Length") or 0) > most:
                 raise too_large
             data = io.BytesIO()
-            for chunk in response.iter_content(1 << 16):
+            while True:
+                chunk = response.raw.read1(1 << 16, decode_content=True)  # what has come, not a full 64 kB
+                if not chunk:
+                    break
                 data.write(chunk)
                 if data.tell() > most:
                     raise too_large
-    except requests.RequestException as exc:
+                if cancel is not None and cancel.is_set():
+                    raise SegnetError(f"{shown}: stopped while fetching it")
+                if time.monotonic() > deadline:
+                    raise SegnetError(f"{shown}: not fetched within {seconds:g} s (the server sends too slowly; "
+                                      "raise SEGNET_URL_IMAGE_DEADLINE)")
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise SegnetError(f"{shown}: cannot fetch it ({type(exc).__name__})") from None
     if not data.tell():
         raise SegnetError(f"{shown}: the server sent no data")

@@ -153,4 +153,5 @@ class Runner:
         # or holds back after drawing, is a frame interval of latency (a batch still fills: it takes one
         # frame after another).
         return threads.run(self.segmenter, feed.jobs(), self.sink, drawing=drawing, put=feed.put,
-                           workers=self.options.workers, depth=1 if feed.live else None)
+                           workers=self.options.workers, depth=1 if feed.live else None,
+                           cancel=getattr(feed, "cancel", None))

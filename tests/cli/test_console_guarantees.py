@@ -300,3 +300,72 @@ def test_a_stalled_rtsp_output_ends_on_sigterm_within_seconds(net, tmp_path):
     assert "Traceback" not in stderr
     assert SECRET not in stderr and checksums(clip) == before
     server.close()
+
+
+# -- item 8: an image URL that trickles ---------------------------------------------------------------------
+
+
+class Trickle:
+    """An HTTP server on 127.0.0.1 that promises a large image and sends it a byte every 0.2 s."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.asked = threading.Event()
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}/slow.jpg"
+
+    def _serve(self):
+        conn, _ = self.server.accept()
+        with conn:
+            conn.recv(4096)
+            self.asked.set()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")
+            try:
+                while not self.done.wait(0.2):
+                    conn.sendall(b"\xff")
+            except OSError:
+                pass
+
+    def close(self):
+        self.done.set()
+        self.server.close()
+
+
+def test_a_trickling_image_url_has_an_overall_deadline(net, tmp_path):
+    import time
+
+    server = Trickle()
+    url, start = server.url, time.monotonic()
+    proc = run_cli("--model", net, url, tmp_path / "o.jpg", env={"SEGNET_URL_IMAGE_DEADLINE": "2"})
+    server.close()
+    assert time.monotonic() - start < 30
+    assert_one_line_error(proc, 1, f"{url}: not fetched within 2 s (the server sends too slowly")
+    assert not (tmp_path / "o.jpg").exists()
+
+
+def test_a_trickling_image_url_yields_to_the_first_sigterm(net, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server = Trickle()
+    proc = subprocess.Popen([sys.executable, "-m", "segnet", "--model", str(net), server.url, str(tmp_path / "o.jpg")],
+                            stderr=subprocess.PIPE, text=True)
+    assert server.asked.wait(120)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # once
+    _, stderr = proc.communicate(timeout=60)
+    server.close()
+    assert time.monotonic() - sent < 5, stderr
+    assert proc.returncode == 143 and stderr.strip().splitlines()[-1] == "segnet-console: terminated", stderr
+    assert "Traceback" not in stderr and not (tmp_path / "o.jpg").exists()
