@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionError, UsageError
+from .errors import OptionError, UsageError, option
 
 #: The largest network input segnet allocates for one image, in pixels (``SEGNET_MAX_INPUT_PIXELS``
 #: raises it): 4096 x 4096 is 200 MB of float32 input.
@@ -47,6 +47,11 @@ LIMITS: dict[str, tuple[float | None, str]] = {
     "SEGNET_LOCK_TIMEOUT": (3600, "seconds to wait for another process's download or TensorRT engine build"),
     "SEGNET_RAY_CONNECT_TIMEOUT": (30, "seconds to reach a Ray cluster given by address"),
     "SEGNET_MAX_URL_IMAGE_BYTES": (1 << 28, "bytes of an image fetched from a URL"),
+    "SEGNET_MAX_PROCESSES": (None, "worker processes --processes may ask for (default: 4 per core, and no more "
+                             "than the available memory holds at 256 MiB each)"),
+    "SEGNET_URL_IMAGE_DEADLINE": (60, "seconds for fetching one image URL, every byte included"),
+    "SEGNET_MAX_OPEN_SOURCES": (16, "videos, cameras and streams of a list read at once (the other files wait "
+                                "their turn)"),
 }
 
 
@@ -254,6 +259,37 @@ def _option(default, check: Coerce, help: str, group: str, metavar: str | None =
 def cores() -> int:
     """The CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+#: ``processes`` a run may ask for: this many per core (workers wait on disks too) ...
+WORKERS_PER_CORE = 4
+#: ... and no more than the available memory holds at this much each (a worker's interpreter, its images in
+#: flight and their shared-memory slots).
+WORKER_BYTES = 256 << 20
+
+
+def most_processes() -> int:
+    """The most worker processes a run may start: ``SEGNET_MAX_PROCESSES`` when set, else
+    ``WORKERS_PER_CORE`` per core, and no more than the available memory holds at ``WORKER_BYTES`` each."""
+    given = limit("SEGNET_MAX_PROCESSES")
+    if given is not None:
+        return int(given)
+    most = WORKERS_PER_CORE * cores()
+    try:
+        with open("/proc/meminfo") as info:  # Linux: memory that new processes can take
+            available = next(int(line.split()[1]) * 1024 for line in info if line.startswith("MemAvailable:"))
+        most = min(most, max(1, available // WORKER_BYTES))
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    return most
+
+
+def check_processes(options: Options) -> None:
+    """``processes`` above ``most_processes()`` is a UsageError, before any process starts."""
+    if options.processes is not None and options.processes > most_processes():
+        raise UsageError(f"{option('processes', options.processes)}: more worker processes than this machine can "
+                         f"run ({most_processes()}: {WORKERS_PER_CORE} per core, {WORKER_BYTES >> 20} MiB of "
+                         "available memory each; SEGNET_MAX_PROCESSES sets another bound)")
 
 
 NETWORK, BACKEND, FORMAT, DRAW, RUN, IO = "network", "backend", "format", "draw", "run", "io"

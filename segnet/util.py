@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -226,3 +227,36 @@ def locked(path: str | os.PathLike, what: str, on_wait: Callable[[], None] | Non
         yield
     finally:
         lock.release()
+
+
+# -- secrets in URLs -------------------------------------------------------------------------------------------
+
+#: Query parameters whose value is a secret (``?token=...``, ``&X-Amz-Signature=...``); matched without case
+#: on the name's last word, so ``access_token``, ``api-key`` and ``sig`` are all caught.
+_SECRET_PARAMETER = re.compile(r"(?:^|[_.-])(?:token|key|secret|password|passwd|pwd|pass|sig|signature|auth|"
+                               r"credential|credentials|session)$", re.IGNORECASE)
+#: ``scheme://user:password@`` or ``scheme://user@`` inside any text (a message that quotes a URL)
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]+)@")
+_QUERY_SECRET = re.compile(r"(?P<name>[?&;][^=&;#\s'\"]+)=(?P<value>[^&;#\s'\"]*?)(?=[&;#\s'\")]|:\s|:?$)")
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed, logged, recorded or written to a file: without the user name and
+    password it may carry (``rtsp://user:secret@host/`` -> ``rtsp://host/``) and with the values of
+    token-like query parameters (``token``, ``key``, ``signature``, ...) replaced by ``***``; for every
+    scheme. Plain paths come back as they are. The URL itself is still what is opened."""
+    return redact(url)
+
+
+def redact(text: str) -> str:
+    """``text`` (a message, a URL) without any URL's user name and password, and with secret query values
+    replaced by ``***``."""
+    if "://" not in text:
+        return text
+    text = _USERINFO.sub(lambda m: m["scheme"], text)
+
+    def query(match: re.Match) -> str:
+        name = match["name"]
+        return f"{name}=***" if _SECRET_PARAMETER.search(name[1:]) and match["value"] else match[0]
+
+    return _QUERY_SECRET.sub(query, text)

@@ -106,6 +106,9 @@ _bars: list = []
 
 
 def _write_line(line: str) -> None:
+    from ..util import redact
+
+    line = redact(line)  # the library names URLs without their secrets; this line holds any it missed
     if _bars:
         from tqdm import tqdm
 

@@ -90,20 +90,22 @@ def run(args: argparse.Namespace) -> int:
     inputs, output = split_paths(args.paths, wants_stats)
     if inputs is None and args.legend is None:
         raise UsageError("give an input: an image, a folder, a quoted glob or a video (see --help)")
-    feed = None
-    if inputs is not None:
-        from ..run.planning import plan
+    from ..run.planning import plan, plan_files
 
-        feed = plan(inputs, output, options)  # every input and output checked, once
+    # the legend is one more file the run writes: it may not be an input or an output (writes.Paths)
+    legend = [(f"--legend {args.legend}", args.legend)] if args.legend is not None else []
+    feed = None
+    if inputs is None:
+        plan_files(legend)
+    else:
+        feed = plan(inputs, output, options, legend)  # every input and output checked, once
         if not feed.wants_pictures() and not wants_stats:
             raise UsageError("give an output (a picture, a folder, a sequence like out_%04i.jpg, a video, a stream "
                              "or display://0) or --stats: without either nothing would be written or printed")
     if args.legend is None:
         return _run(feed, options, args.quiet)
-    from ..image_io import image_format
     from ..segmenter import Segmenter
 
-    image_format(args.legend)  # a usage error before the network loads
     with Segmenter(options=options) as segmenter:
         _write_legend(segmenter, args.legend)
         return 0 if feed is None else _run(feed, options, args.quiet, segmenter)

@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import SegnetError
 from ..image_io import read_image
 from ..options import Options
+from ..util import redact
 from .events import SourceEnded
 from .inputs import InputKind, fetch_image
 from .job import Job, timed, write_picture
@@ -101,6 +102,7 @@ class ImageFeed:
             pairs, self.skipped = without_existing(pairs)
         self.pairs, self.several, self.timeout = pairs, several, timeout
         self.total: int | None = len(pairs)
+        self.cancelled = threading.Event()  # Ctrl-C or SIGTERM: fetches in flight stop
         self.fetched: np.ndarray | None = None
 
     def fetch_ahead(self) -> SegnetError | None:
@@ -123,9 +125,10 @@ class ImageFeed:
                 yield Job(index, str(item), functools.partial(read_image, item), target, path=item)
             elif self.fetched is not None:
                 fetched, self.fetched = self.fetched, None
-                yield Job(index, str(item), functools.partial(_same, fetched), target)
+                yield Job(index, redact(str(item)), functools.partial(_same, fetched), target)
             else:
-                yield Job(index, str(item), functools.partial(fetch_image, item, self.timeout), target)
+                yield Job(index, redact(item), functools.partial(fetch_image, item, self.timeout, self.cancelled),
+                          target)
 
     def put(self, job: Job, picture) -> None:
         if job.target is not None:
@@ -146,8 +149,12 @@ class ImageFeed:
     def finish(self) -> None:
         pass
 
+    def cancel(self) -> None:
+        """Called before the executor waits for the work running: network reads stop at once."""
+        self.cancelled.set()
+
     def abort(self, interrupted: bool = False) -> None:
-        pass
+        self.cancelled.set()
 
 
 # -- reading frame sources in the background -------------------------------------------------------------------
@@ -243,12 +250,16 @@ class _Taken:
 
 
 class FrameFeeds:
-    """Frames of one or more videos, cameras and streams, each with its own output."""
+    """Frames of one or more videos, cameras and streams, each with its own output. At most ``most_open``
+    sources are read at once: live sources (which cannot wait) start at once, files take the places left in
+    list order, each starting as another ends, so a list of 10,000 videos holds a few readers' memory."""
 
     writes_files = False
 
-    def __init__(self, feeds: list[SourceReader]):
+    def __init__(self, feeds: list[SourceReader], most_open: int | None = None):
         self.feeds = feeds
+        self.most_open = max(most_open or len(feeds), sum(f.live for f in feeds), 1)
+        self.queued: deque[SourceReader] = deque()
         self.emit: Callable[[Any], None] = _same
         self.several = True
         self.skipped = 0
@@ -264,12 +275,15 @@ class FrameFeeds:
         self.emit = emit
 
     def jobs(self) -> Iterator[Job]:
+        self.queued = deque(f for f in self.feeds if not f.live)
         for feed in self.feeds:
-            feed.start(self.wake, self.stop)
+            if feed.live:
+                feed.start(self.wake, self.stop)
         index = turn = 0
         while True:
             with self.wake:
                 while True:
+                    self._start_queued()
                     self._settle()
                     ready = [f for f in self.feeds[turn:] + self.feeds[:turn] if f.buffer and not _gone(f)]
                     if ready or all(f.ended and not f.buffer for f in self.feeds):
@@ -291,6 +305,15 @@ class FrameFeeds:
             yield job
             index += 1
 
+    def _start_queued(self) -> None:
+        """Start files waiting their turn while fewer than ``most_open`` sources are open (a source is open
+        until it has ended and its buffer is empty)."""
+        while self.queued:
+            open_now = sum(1 for f in self.feeds if f.thread is not None and not (f.ended and not f.buffer))
+            if open_now >= self.most_open:
+                return
+            self.queued.popleft().start(self.wake, self.stop)
+
     def _settle(self) -> None:
         """Close the output of, and report, every source that has finished (or whose window was closed)."""
         for feed in self.feeds:
@@ -303,7 +326,7 @@ class FrameFeeds:
                         feed.output.close()
                     except SegnetError as exc:
                         self._output_failed(feed, exc)
-                self.emit(SourceEnded(feed.source.spec, feed.read, feed.dropped, feed.error))
+                self.emit(SourceEnded(feed.source.shown, feed.read, feed.dropped, feed.error))
 
     def _output_failed(self, feed: SourceReader, error: SegnetError) -> None:
         """An output that cannot be written (a full disk, a server gone): with one source the run fails with
@@ -346,7 +369,7 @@ class FrameFeeds:
 
     def details(self, job: Job) -> dict[str, Any]:
         taken = self.taken[job.index]
-        return {"source": taken.feed.source.spec, "frame": taken.frame, "time": taken.time,
+        return {"source": taken.feed.source.shown, "frame": taken.frame, "time": taken.time,
                 "latency": time.monotonic() - taken.arrival, "dropped": taken.feed.dropped}
 
     def done(self, job: Job) -> None:

@@ -18,17 +18,19 @@ import glob
 import logging
 import os
 import shlex
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..errors import SegnetError, UsageError, option
 from ..image_io import READ_EXTENSIONS, decode_image
 from ..options import Options
-from .uris import local_path, safe_label, scheme
+from ..util import redact
+from .uris import local_path, safe_label, scheme, split_url
 from .video import Frame, Opened
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,10 @@ class FrameReader(Protocol):
 
 
 class InputKind:
-    """One input as segnet reads it, made from the string that names it (``spec``). ``name``: how messages
-    and frame names call it; ``label``: a file-name-safe short name (output sub-folders)."""
+    """One input as segnet reads it, made from the string that names it (``spec``, what is opened).
+    ``name``: how messages and frame names call it; ``shown``: the spec as events, records and files show
+    it; both without the password or tokens a URL may carry (``util.redact``), made so once, here.
+    ``label``: a file-name-safe short name (output sub-folders)."""
 
     frames: ClassVar[bool] = True  # read as frames by a background reader; False: image files
     live: bool = False  # runs at its own pace (a camera, a stream): frames are dropped, not waited for
@@ -59,8 +63,9 @@ class InputKind:
 
     def __init__(self, spec: str, name: str | None = None, label: str | None = None):
         self.spec = spec
-        self.name = name or spec
-        self.label = label or safe_label(Path(urlsplit(spec).path).stem or spec)
+        self.shown = redact(spec)
+        self.name = redact(name or spec)
+        self.label = label or safe_label(Path(split_url(spec).path).stem or self.shown)
 
     def reader(self, options: Options) -> FrameReader:
         raise NotImplementedError(f"{type(self).__name__} is not read as frames")
@@ -162,7 +167,7 @@ class Camera(_PyAV):
 
     def __init__(self, spec: str, device: str):
         if not Path(device).exists():
-            raise UsageError(f"{spec}: no such camera ({device} does not exist)")
+            raise UsageError(f"{redact(spec)}: no such camera ({device} does not exist)")
         super().__init__(spec, spec, safe_label(Path(device).name))
         self.url = device
 
@@ -173,7 +178,7 @@ class NetworkStream(_PyAV):
     live = True
 
     def __init__(self, spec: str, options: Options | None = None):
-        parts = urlsplit(spec)
+        parts = split_url(spec)
         super().__init__(spec, spec, safe_label(Path(parts.path).stem or f"{parts.hostname or 'stream'}-"
                                                                              f"{_port(parts) or scheme(spec)}"))
         self.url = spec
@@ -199,10 +204,10 @@ class RTPStream(NetworkStream):
         import base64
 
         super().__init__(spec)
-        parts = urlsplit(spec)
+        parts = split_url(spec)
         port = _port(parts)
         if not port:
-            raise UsageError(f"{spec}: give the port to receive on, rtp://@:PORT (or rtp://GROUP:PORT for "
+            raise UsageError(f"{self.shown}: give the port to receive on, rtp://@:PORT (or rtp://GROUP:PORT for "
                              "multicast)")
         host = parts.hostname if parts.hostname not in (None, "", "@") else "0.0.0.0"
         payload, encoding = RTP_PAYLOADS[options.input_codec or "mpegts"]
@@ -221,6 +226,7 @@ class SDPStream(_PyAV):
     def __init__(self, spec: str, path: Path):
         super().__init__(spec, spec, safe_label(path.stem))
         self.url = str(path)
+        self.path = path
         self.av_options = {"protocol_whitelist": "file,udp,rtp,crypto,data"}
 
 
@@ -243,19 +249,19 @@ def _port(parts) -> int | None:
 
 
 def _refuse_csi(spec: str, options: Options) -> InputKind:
-    raise UsageError(f"{spec}: MIPI CSI cameras are read through NVIDIA's Argus camera stack, which only Jetson "
-                     "devices have (use jetson-inference there); give a V4L2 camera such as /dev/video0 or a "
+    raise UsageError(f"{redact(spec)}: MIPI CSI cameras are read through NVIDIA's Argus camera stack, which only "
+                     "Jetson devices have (use jetson-inference there); give a V4L2 camera such as /dev/video0 or a "
                      "network stream instead")
 
 
 def _refuse_webrtc(spec: str, options: Options) -> InputKind:
-    raise UsageError(f"{spec}: WebRTC input is not supported: it needs the signalling and media server that "
+    raise UsageError(f"{redact(spec)}: WebRTC input is not supported: it needs the signalling and media server that "
                      "jetson-utils builds from GStreamer's webrtcbin, and FFmpeg (which segnet reads through) has "
                      "none; send the stream as rtsp:// or rtp:// instead")
 
 
 def _http(spec: str, options: Options) -> InputKind:
-    if Path(urlsplit(spec).path).suffix.lower() in READ_EXTENSIONS:
+    if Path(split_url(spec).path).suffix.lower() in READ_EXTENSIONS:
         return ImageURL(spec)
     return HTTPVideo(spec)
 
@@ -276,8 +282,8 @@ def parse_input(spec: str | os.PathLike, options: Options, base: Path | None = N
         factory = INPUT_KINDS.get(kind)
         if factory is None:
             known = ", ".join(f"{k}://" for k in INPUT_KINDS if k not in ("csi", "webrtc"))
-            raise UsageError(f"{text}: unknown source kind '{kind}://'; give a file, a folder, a glob, a camera "
-                             f"(/dev/video0) or one of {known}")
+            raise UsageError(f"{redact(text)}: unknown source kind '{kind}://'; give a file, a folder, a glob, a "
+                             f"camera (/dev/video0) or one of {known}")
         return factory(text, options)
     path = Path(local_path(text))
     if base is not None and not path.is_absolute():
@@ -377,35 +383,49 @@ def _images_among(files: list[Path], spec: str, where: str) -> list[Path]:
     return images
 
 
-def fetch_image(url: str, timeout: float) -> np.ndarray:
+def fetch_image(url: str, timeout: float, cancel: threading.Event | None = None) -> np.ndarray:
     """An image over HTTP(S), decoded as image files are (so it gives the same pixels as the same file), at
-    most ``SEGNET_MAX_URL_IMAGE_BYTES`` of it: a larger one fails before or while it streams."""
+    most ``SEGNET_MAX_URL_IMAGE_BYTES`` of it: a larger one fails before or while it streams. The whole fetch
+    has a deadline (``SEGNET_URL_IMAGE_DEADLINE``), checked as each piece arrives, so a server that trickles
+    fails it; ``cancel`` (set on Ctrl-C or SIGTERM) stops it at the next piece."""
     import io
 
     import requests
+    import urllib3
 
     from ..options import limit
 
     most = int(limit("SEGNET_MAX_URL_IMAGE_BYTES") or 0)
-    too_large = SegnetError(f"{url}: larger than {most:,} bytes, more than segnet fetches for an image (raise "
+    seconds = limit("SEGNET_URL_IMAGE_DEADLINE") or 60
+    deadline = time.monotonic() + seconds
+    shown = redact(url)
+    too_large = SegnetError(f"{shown}: larger than {most:,} bytes, more than segnet fetches for an image (raise "
                             "SEGNET_MAX_URL_IMAGE_BYTES)")
     try:
         with requests.get(url, timeout=timeout, stream=True) as response:
             if response.status_code != 200:
-                raise SegnetError(f"{url}: HTTP {response.status_code} {response.reason}")
+                raise SegnetError(f"{shown}: HTTP {response.status_code} {response.reason}")
             if int(response.headers.get("Content-Length") or 0) > most:
                 raise too_large
             data = io.BytesIO()
-            for chunk in response.iter_content(1 << 16):
+            while True:
+                chunk = response.raw.read1(1 << 16, decode_content=True)  # what has come, not a full 64 kB
+                if not chunk:
+                    break
                 data.write(chunk)
                 if data.tell() > most:
                     raise too_large
-    except requests.RequestException as exc:
-        raise SegnetError(f"{url}: cannot fetch it: {_fetch_failure(exc, url, timeout)}") from None
+                if cancel is not None and cancel.is_set():
+                    raise SegnetError(f"{shown}: stopped while fetching it")
+                if time.monotonic() > deadline:
+                    raise SegnetError(f"{shown}: not fetched within {seconds:g} s (the server sends too slowly; "
+                                      "raise SEGNET_URL_IMAGE_DEADLINE)")
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise SegnetError(f"{shown}: cannot fetch it: {_fetch_failure(exc, url, timeout)}") from None
     if not data.tell():
-        raise SegnetError(f"{url}: the server sent no data")
+        raise SegnetError(f"{shown}: the server sent no data")
     data.seek(0)
-    return decode_image(data, url)
+    return decode_image(data, shown)
 
 
 def _fetch_failure(exc: BaseException, url: str, timeout: float) -> str:
@@ -428,7 +448,7 @@ def _fetch_failure(exc: BaseException, url: str, timeout: float) -> str:
         return "not a usable URL"
     for cause in _causes(exc):
         if isinstance(cause, socket.gaierror):
-            what = f"name not found ({urlsplit(url).hostname})"
+            what = f"name not found ({split_url(url).hostname})"
             return what + (": no DNS server answered" if cause.errno == socket.EAI_AGAIN else "")
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"

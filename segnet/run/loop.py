@@ -47,6 +47,9 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
     sequence (``out_%04i.png``), a video file, a network stream (``udp://``, ``rtp://``, ``rtsp://``),
     ``display://0``, or any kind added with ``register_output``. ``inputs`` may also be the feed that
     ``planning.plan(inputs, output, options)`` returned (``output`` is then ignored)."""
+    if options is not None and not isinstance(options, Options):
+        raise TypeError(f"options must be a segnet.Options, not {type(options).__name__} (Options(**values), or "
+                        "give the options as keywords)")
     options = Options.create(options, **given)
     emit = on_event or (lambda event: None)
     feed: Feed = inputs if isinstance(inputs, (ImageFeed, FrameFeeds)) else plan(inputs, output, options)  # type: ignore[arg-type]
@@ -165,7 +168,8 @@ class Runner:
         # or holds back after drawing, is a frame interval of latency (a batch still fills: it takes one
         # frame after another).
         return threads.run(self.segmenter, feed.jobs(), self.sink, drawing=drawing, put=feed.put,
-                           workers=self.options.workers, depth=1 if feed.live else None)
+                           workers=self.options.workers, depth=1 if feed.live else None,
+                           cancel=getattr(feed, "cancel", None))
 
     def device_codec(self, feed: Feed, drawing: DrawSpec | None):
         """nvImageCodec's codec (``gpu_codec.GpuCodec``) when the device executor runs this feed: image files

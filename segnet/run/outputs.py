@@ -23,8 +23,9 @@ import numpy as np
 from ..errors import SegnetError, UsageError, option
 from ..image_io import image_format, write_image
 from ..options import Options
-from ..util import describe_os_error
-from .uris import local_path, output_kind, scheme, sequence_name
+from ..util import redact
+from .uris import local_path, output_kind, scheme, sequence_name, split_url
+from .writes import check_folder
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 
 def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | None,
                  classes: bool = False, base: Path | None = None) -> list[Path | None]:
-    """Where each input image's picture goes, checked before any work: the format is writable, the folder
-    exists (created if missing) and accepts files, no output overwrites an input, no two outputs collide.
+    """Where each input image's picture goes, checked before any work: the format is writable and the folder
+    accepts files (it is made once the whole plan is checked; that no output is an input or another output
+    is ``writes.Paths.check``'s rule).
 
     A folder gets each picture under the input's name, in sub-folders mirroring the inputs' folders below
     their common folder (so ``"g*/x.jpg"`` cannot collide); a sequence numbers them in input order; one
@@ -75,11 +77,10 @@ def plan_outputs(inputs: list[Path], several: bool, output: str | os.PathLike | 
         targets = [out]
     for t in {t.suffix.lower(): t for t in targets}.values():
         image_format(t)
-    refuse_overwriting(inputs, targets)
     if kind == "folder":
         check_writable(out)  # the folder named; sub-folders mirroring the inputs' are made below it quietly
     for folder in dict.fromkeys(t.parent for t in targets):
-        check_writable(folder, named=kind != "folder")
+        check_writable(folder)
     return list(targets)
 
 
@@ -94,66 +95,10 @@ def plan_url_output(url: str, output: str | os.PathLike | None, classes: bool) -
     return target
 
 
-def refuse_overwriting(inputs: list[Path], targets: list[Path]) -> None:
-    """A UsageError naming both paths when an output is an input or two outputs are the same file."""
-    sources = {_identity(p): p for p in inputs}
-    seen: dict[tuple, Path] = {}
-    for source, target in zip(inputs, targets):
-        key = _identity(target)
-        if key in sources:
-            raise UsageError(f"{target} would overwrite the input {sources[key]}: choose another output")
-        if key in seen:
-            raise UsageError(f"{seen[key]} and {source} would both be written to {target}: choose another output")
-        seen[key] = source
-
-
-def _identity(path: Path) -> tuple:
-    """What makes two paths the same file: device and inode when it exists, else the resolved path."""
-    try:
-        info = path.stat()
-        return (info.st_dev, info.st_ino)
-    except OSError:
-        return (str(path.resolve()),)
-
-
-def check_writable(folder: Path, named: bool = True) -> None:
-    """Make ``folder`` (and its missing parents, as ``mkdir -p`` does) and check that it takes new files; a
-    UsageError names the real cause. ``named``: the folder the user named rather than a mirrored sub-folder:
-    when more than its last level had to be made, one status line says so (a mistyped parent, ``outt/sub/``,
-    would otherwise go unnoticed)."""
-    missing = []
-    level = folder
-    while not os.path.lexists(level) and level != level.parent:
-        missing.append(level)
-        level = level.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write to output directory {folder}: {_not_writable(folder, exc)}") from None
-    if named and len(missing) > 1:
-        made = ", ".join(str(m) for m in reversed(missing[1:]))
-        log.info("created the output folder %s (and %s above it, which did not exist either)", folder, made)
-
-
-def _not_writable(folder: Path, exc: OSError) -> str:
-    """Why a folder takes no new files, in words: a file where a folder should be, no permission, a read-only
-    or special file system (``/proc`` answers "No such file or directory" for a folder that exists)."""
-    import errno
-
-    level = folder
-    while not os.path.lexists(level) and level != level.parent:
-        level = level.parent
-    if os.path.lexists(level) and not level.is_dir():
-        return f"{level} is a file, not a folder"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied (the folder does not accept files from this user)"
-    if exc.errno == errno.EROFS:
-        return "the folder does not accept files (read-only file system)"
-    if level == folder and exc.errno in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTDIR):
-        return "the folder exists but does not accept files (a special file system, such as /proc or /sys)"
-    return describe_os_error(exc)
+def check_writable(folder: Path) -> None:
+    """That pictures can be written into ``folder``; it is made once the whole plan is checked
+    (``writes.Paths.create``)."""
+    check_folder(folder)
 
 
 def without_existing(pairs: Sequence[tuple[Path | str, Path | None]]) -> tuple[list, int]:
@@ -261,6 +206,8 @@ class VideoFile:
         self.file.abort()
 
 
+#: Seconds one network operation of an RTSP output may stall (connecting, the handshake, a write).
+STREAM_IO_TIMEOUT = 5
 #: Network outputs and the container each carries its video in.
 NETWORK = {"udp": "mpegts", "rtp": "rtp_mpegts", "rtsp": "rtsp"}
 
@@ -274,20 +221,23 @@ class NetworkStream:
     def __init__(self, spec: str, options: Options):
         from . import video
 
-        kind, parts = scheme(spec), urlsplit(spec)
+        kind, parts, shown = scheme(spec), split_url(spec), redact(spec)
         if kind == "rtsp" and (parts.hostname in (None, "", "@") or "@:" in spec):
-            raise UsageError(f"{spec}: segnet has no built-in RTSP server (jetson's rtsp://@:port); push to one "
+            raise UsageError(f"{shown}: segnet has no built-in RTSP server (jetson's rtsp://@:port); push to one "
                              "with rtsp://HOST:PORT/PATH, e.g. a MediaMTX server, which then serves viewers")
         if kind != "rtsp" and (not parts.hostname or parts.hostname == "@" or not parts.port):
-            raise UsageError(f"{spec}: give the receiver as {kind}://HOST:PORT")
-        self.name, self.closed = spec, False
+            raise UsageError(f"{shown}: give the receiver as {kind}://HOST:PORT")
+        self.url, self.name, self.closed = spec, shown, False  # name: what messages say, without a password
         self.rate: Fraction | None = None
         self.container = NETWORK[kind]
         self.settings = video.EncoderSettings(video.encoder_for(options.output_codec, self.container),
                                               options.bitrate, live=True)
         # rtsp muxes the same codecs as MPEG-TS holds
-        video.check_writable(self.settings, "mpegts" if kind == "rtsp" else self.container, spec)
-        self.options = {"rtsp_transport": "tcp"} if kind == "rtsp" else {}
+        video.check_writable(self.settings, "mpegts" if kind == "rtsp" else self.container, shown)
+        # a server that stops answering fails the output after STREAM_IO_TIMEOUT instead of hanging (and a
+        # signal, which waits for FFmpeg to return, is taken within that time)
+        self.options = {"rtsp_transport": "tcp", "timeout": str(STREAM_IO_TIMEOUT * 1_000_000)} if kind == "rtsp" \
+            else {}
         self.encoder: Any = None
 
     def target(self, frame: int) -> int:
@@ -298,8 +248,8 @@ class NetworkStream:
 
         _colour_only(picture, self.name)
         if self.encoder is None:
-            self.encoder = video.Encoder(self.name, self.container, self.rate or Fraction(25), self.settings,
-                                         self.options)
+            self.encoder = video.Encoder(self.url, self.container, self.rate or Fraction(25), self.settings,
+                                         self.options, name=self.name)
         self.encoder.write(picture, pts)
 
     def close(self) -> None:
@@ -364,7 +314,7 @@ class Display:
 
 
 def _no_webrtc(spec: str, options: Options) -> FrameOutput:
-    raise UsageError(f"{spec}: WebRTC output is not supported: it needs the signalling and media server that "
+    raise UsageError(f"{redact(spec)}: WebRTC output is not supported: it needs the signalling and media server that "
                      "jetson-utils builds from GStreamer's webrtcbin, and FFmpeg has none; stream with rtsp:// "
                      "to an RTSP server (which can serve WebRTC, as MediaMTX does) instead")
 
@@ -379,7 +329,7 @@ def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
                 source: Path | None = None) -> FrameOutput | None:
     """The output of one video, camera or stream, checked now: a folder (frames as ``<name>-000000.png``), a
     numbered sequence, a video file, or a registered scheme (``udp://``, ``rtp://``, ``rtsp://``,
-    ``display://N``, ...). ``source``: the input file, which must not be overwritten."""
+    ``display://N``, ...). ``source``: the input file (``writes.Paths`` keeps it from being overwritten)."""
     if output is None:
         return None
     text = local_path(os.fspath(output))
@@ -389,9 +339,10 @@ def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
         factory = OUTPUT_KINDS.get(kind)
         if factory is None:
             known = ", ".join(f"{k}://" for k in OUTPUT_KINDS if k != "webrtc")
-            raise UsageError(f"{text}: unknown output kind '{kind}://'; give a path, a folder, or one of {known}")
+            raise UsageError(f"{redact(text)}: unknown output kind '{kind}://'; give a path, a folder, or one of "
+                             f"{known}")
         if classes and not getattr(factory, "lossless", False):
-            raise lossless_error(text)
+            raise lossless_error(redact(text))
         return factory(text, options)
     out = Path(text)
     what = output_kind(text)
@@ -401,8 +352,6 @@ def plan_frames(output: str | os.PathLike | None, name: str, options: Options,
     if what == "video":
         if classes:
             raise lossless_error(text)
-        if source is not None:
-            refuse_overwriting([source], [out])
         check_writable(out.parent)
         return VideoFile(text, options)
     if what == "sequence":

@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import secrets
 import signal
 import sys
 import time
@@ -51,7 +52,7 @@ import numpy as np
 
 from ..drawing import DrawSpec
 from ..errors import SegnetError
-from ..options import Options, cores
+from ..options import Options, check_processes, cores
 from .job import Job, draw_job, prepare_job, timed, write_picture
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,11 @@ PRELOAD = [__name__, "segnet.segmenter", "segnet.colorize", "segnet.image_io", "
 
 
 def count(options: Options, images: int | None) -> int:
-    """How many worker processes a run of ``images`` image files gets: ``options.processes`` when given,
-    else one per core but one on machines with more than ``AUTO_MIN_CORES`` cores, else none (threads);
-    never more than there are images, and none for a single image (starting processes would cost more
-    than it saves)."""
+    """How many worker processes a run of ``images`` image files gets: ``options.processes`` when given
+    (at most ``options.most_processes()``: a UsageError above), else one per core but one on machines with more than
+    ``AUTO_MIN_CORES`` cores, else none (threads); never more than there are images, and none for a single
+    image (starting processes would cost more than it saves)."""
+    check_processes(options)
     n = options.processes if options.processes is not None else (cores() - 1 if cores() > AUTO_MIN_CORES else 0)
     if images is not None:
         n = min(n, images) if images > 1 else 0
@@ -121,6 +123,7 @@ and the workers, and of this process alone."""
     worker_cpu: dict[int, float] = {}
     state = _State(processes)
     slots = _Attached()
+    dead: set[int] = set()  # workers that died or stopped: their images failed, the others go on
     try:
         for number in range(processes):
             inbox = ctx.Queue()
@@ -139,7 +142,10 @@ and the workers, and of this process alone."""
                 job = next(source, None)
                 if job is None:
                     return
-                w = min(range(processes), key=state.outstanding.__getitem__)
+                alive = [w for w in range(processes) if w not in dead]
+                if not alive:
+                    raise SegnetError(f"every worker process died ({_how(workers[0])}); the run cannot go on")
+                w = min(alive, key=state.outstanding.__getitem__)
                 _send(tasks[w], ("load", job.index, job.load))
                 state.dispatch(job, w)
                 order.append(job)
@@ -154,11 +160,19 @@ and the workers, and of this process alone."""
 
         def receive():
             """One message from a worker; then whatever it finished goes to the sink and new work out."""
-            message = _get(results, workers)
-            if message[0] == "exit":
-                worker_cpu[message[1]] = message[2]
-                raise SegnetError(f"worker process {message[1]} stopped before the run ended")
-            state.handle(message)
+            message = _get(results, workers, dead)
+            if message[0] in ("exit", "died"):
+                number = message[1]
+                if message[0] == "exit":
+                    worker_cpu[number] = message[2]
+                if number not in dead:  # its images fail; the others go on
+                    dead.add(number)
+                    lost = SegnetError(f"worker process {number} {_how(workers[number])} while this image was "
+                                       "in it")
+                    state.lose(number, lost)
+                    _unlink_slots(workers[number].pid)
+            elif message[1] not in dead:  # what a dead worker sent before dying is already failed
+                state.handle(message)
             sink_done()
             fill()
 
@@ -174,11 +188,18 @@ and the workers, and of this process alone."""
                     batch.append(job)
                 else:
                     state.finished(job)  # through, in its turn: the sink may have it
+            for job in [j for j in batch if j.error is not None]:  # its worker died while the batch formed
+                batch.remove(job)
+                state.finished(job)
             if batch:
                 _infer(segmenter, batch, slots)  # the slots are copied: the workers may reuse them
                 for job in batch:
                     w = state.owner[job.index]
-                    if job.error is not None or drawing is None or job.target is None:
+                    if w in dead:
+                        job.error = job.error or SegnetError(f"worker process {w} {_how(workers[w])} while "
+                                                             "this image was in it")
+                        state.finished(job)
+                    elif job.error is not None or drawing is None or job.target is None:
                         _send(tasks[w], ("drop", job.index))
                         state.finished(job)
                     else:
@@ -241,6 +262,15 @@ class _State:
     def forget(self, job: Job) -> None:
         del self.jobs[job.index], self.owner[job.index], self.phase[job.index]
 
+    def lose(self, worker: int, error: SegnetError) -> None:
+        """``worker`` died: every image it held fails with ``error``."""
+        for index, owner in self.owner.items():
+            phase = self.phase[index]
+            if owner == worker and phase != "done":
+                job = self.jobs[index]
+                job.error, job.payload = job.error or error, None
+                self.phase[index] = "done" if phase == "rendering" else "failed"
+
     def handle(self, message: tuple) -> None:
         kind, worker, index = message[:3]
         if kind == "crashed":
@@ -301,15 +331,39 @@ def _send(inbox, task: tuple) -> None:
     inbox.put(pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _get(results, workers: list) -> tuple:
+def _get(results, workers: list, dead: set[int]) -> tuple:
+    """The next message from a worker, or ``("died", number)`` for a worker found dead."""
     while True:
         try:
             return results.get(timeout=0.5)
         except queue.Empty:
-            for worker in workers:
-                if not worker.is_alive():
-                    raise SegnetError(f"worker process {worker.name} stopped (exit code {worker.exitcode}) "
-                                      "before the run ended") from None
+            for number, worker in enumerate(workers):
+                if number not in dead and not worker.is_alive():
+                    return ("died", number)
+
+
+def _how(worker) -> str:
+    """How a worker ended, for messages: "was killed (signal 9)", "stopped (exit code 1)"."""
+    code = worker.exitcode
+    if code is None:
+        return "stopped"
+    return f"was killed (signal {-code})" if code < 0 else f"stopped (exit code {code})"
+
+
+def _slot_prefix(pid: int) -> str:
+    return f"segnet-{pid}-"
+
+
+def _unlink_slots(pid: int | None) -> None:
+    """Remove the shared-memory slots a dead worker left (``_Slots`` names them after its process id)."""
+    if pid is None or not os.path.isdir("/dev/shm"):
+        return
+    for name in os.listdir("/dev/shm"):
+        if name.startswith(_slot_prefix(pid)):
+            with contextlib.suppress(OSError, ValueError):
+                block = shared_memory.SharedMemory(name)
+                block.close()
+                block.unlink()
 
 
 def _stop(workers: list, tasks: list, results, stop, worker_cpu: dict[int, float]) -> None:
@@ -422,7 +476,8 @@ class _Slots:
                 st = os.statvfs("/dev/shm")
                 if st.f_bavail * st.f_frsize < 4 * size:  # tmpfs pages are only taken when written: keep room
                     return None
-            block = shared_memory.SharedMemory(create=True, size=size)
+            name = f"{_slot_prefix(os.getpid())}{len(self.all)}-{secrets.token_hex(4)}"
+            block = shared_memory.SharedMemory(name, create=True, size=size)
         except OSError:
             return None
         self.all.append(block)
@@ -450,6 +505,7 @@ def _work(number: int, segmenter, drawing: DrawSpec | None, inbox, results, stop
     stopping = []
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: this process decides
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))  # stop after the current task
+    _die_with_parent()
     parent = multiprocessing.parent_process()
     kept: dict[int, Any] = {}
     slots = _Slots()
@@ -501,6 +557,23 @@ def _work(number: int, segmenter, drawing: DrawSpec | None, inbox, results, stop
     finally:
         slots.close()
         results.put(("exit", number, time.process_time()))
+        if stopping or (parent is not None and not parent.is_alive()):
+            results.cancel_join_thread()  # nobody may read it any more: never block the exit on a full pipe
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the process that forked it ends (the fork server, which ends with the
+    run's process), so that no worker outlives a killed run; SIGTERM lets it finish the task it runs. The
+    parent check in the loop covers other systems."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent ended before the call
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _picklable(error):

@@ -45,7 +45,7 @@ def _done(job: Job) -> Future:
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *,
         drawing: DrawSpec | None = None, put: Callable[[Job, Any], None] = write_picture, workers: int = 2,
-        depth: int | None = None) -> dict:
+        depth: int | None = None, cancel: Callable[[], None] | None = None) -> dict:
     """Segment every job. With ``drawing``, each job with a target gets its picture drawn in a worker thread
     and handed to ``put(job, picture)`` there; ``sink(job)`` runs in this thread, in input order, for every
     job, failed ones too (``job.error`` set). Jobs are dropped after the sink so memory stays bounded.
@@ -94,6 +94,10 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
                                    pool.submit(_finish, segmenter, drawing, put, job, prepared, *next(results)))
             drain(depth)
         drain(0)
+    except BaseException:
+        if cancel is not None:  # before waiting for running work: a fetch must not hold the signal up
+            cancel()
+        raise
     finally:
         # Ctrl-C or an error: queued work is cancelled; running work finishes its atomic write.
         pool.shutdown(wait=True, cancel_futures=True)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegnetError, UsageError, option
-from ..util import atomic_path, describe_os_error
+from ..util import atomic_path, describe_os_error, redact
 
 #: Video file extensions and the container PyAV writes for each (jetson writes mp4, mkv, avi and flv).
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi", ".webm": "webm",
@@ -176,8 +176,8 @@ class TimedOut(SegnetError):
 def _error(what: str, exc: Exception, timeout: float | None) -> SegnetError:
     av = _av()
     if isinstance(exc, av.ExitError) and timeout is not None:  # how PyAV's timeout interrupts FFmpeg
-        return TimedOut(f"{what} (no data for {timeout:g} s)")
-    return SegnetError(f"{what} ({_reason(exc)})")
+        return TimedOut(redact(f"{what} (no data for {timeout:g} s)"))
+    return SegnetError(redact(f"{what} ({_reason(exc)})"))
 
 
 def _reason(exc: Exception) -> str:
@@ -320,7 +320,7 @@ class Encoder:
     def _failed(self, exc: Exception) -> SegnetError:
         """One line naming the output: a full disk, a refused connection, an encoder error."""
         reason = describe_os_error(exc) if isinstance(exc, OSError) and exc.errno else _reason(exc)
-        return SegnetError(f"cannot write {self.name}: {reason}")
+        return SegnetError(redact(f"cannot write {self.name}: {reason}"))
 
     def abort(self) -> None:
         if self.container is not None:

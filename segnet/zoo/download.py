@@ -34,7 +34,7 @@ from urllib.request import url2pathname
 from ..errors import SegnetError
 from ..options import limit
 from ..progress import progress
-from ..util import atomic_write, describe_os_error, file_sha256, locked, read_json
+from ..util import atomic_write, describe_os_error, file_sha256, locked, read_json, shown_url
 from .registry import (
     MODEL_FILE,
     NETWORK_FILES,
@@ -84,15 +84,6 @@ class _Transient(Exception):
 
 class _BadArchive(SegnetError):
     """The archive is damaged, unsafe, or not a segnet network."""
-
-
-def shown_url(url: str) -> str:
-    """``url`` as it may be printed or recorded: without the user name and password it may carry
-    (``http://user:secret@host/`` -> ``http://host/``)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def candidate_urls(info: NetworkInfo, mirror: str | None = None) -> list[str]:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -22,7 +23,7 @@ from segnet.run import processes
 from segnet.run.job import Job
 from tests.conftest import IMAGES
 from tests.support import models
-from tests.support.cli import run_cli
+from tests.support.cli import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -77,14 +78,21 @@ def test_sink_in_input_order_with_memory_bounded(net):
     assert stats["kind"] == "processes" and stats["workers"] == 2 and stats["cpu_seconds"] > 0
 
 
-def test_a_failing_or_dying_worker_stops_the_run_with_an_error(net):
+def test_a_failing_worker_stops_the_run_and_a_dying_one_fails_its_own_images(net):
     with Segmenter(model=net) as seg:
         crash = [Job(0, "a", functools.partial(operator.truediv, 1, 0))]  # a bug, not a bad image
         with pytest.raises(RuntimeError, match="ZeroDivisionError"):
             processes.run(seg, crash, processes=1)
-        dies = [Job(0, "a", functools.partial(os._exit, 3))]
-        with pytest.raises(SegnetError, match="worker process .* stopped"):
-            processes.run(seg, dies, processes=1)
+        load = functools.partial(read_image, IMAGES / "city_0.jpg")
+        dies = [Job(0, "a", load), Job(1, "b", functools.partial(os._exit, 3)), Job(2, "c", load)]
+        sunk: list[Job] = []
+        processes.run(seg, dies, sunk.append, processes=2)
+        assert [j.index for j in sunk] == [0, 1, 2]
+        assert "worker process 1 stopped (exit code 3)" in str(sunk[1].error)
+        assert sunk[0].error is None and sunk[2].error is None  # the other worker did the rest
+        every = [Job(0, "a", functools.partial(os._exit, 3)), *[Job(i, "x", load) for i in range(1, 20)]]
+        with pytest.raises(SegnetError, match="every worker process died"):
+            processes.run(seg, every, processes=1, depth=2)
         with pytest.raises(Exception, match="pickle"):  # a load that cannot travel fails here, not silently
             processes.run(seg, [Job(0, "a", lambda: None)], processes=1)
 
@@ -143,3 +151,99 @@ def test_how_many_processes(monkeypatch):
     assert processes.count(Options(processes=0), 512) == 0 and processes.count(Options(processes=3), 512) == 3
     monkeypatch.setattr(processes, "cores", lambda: 4)
     assert processes.count(Options(), 512) == 0  # small machines: threads
+
+
+def test_processes_are_capped_against_cores_and_memory(net, tmp_path):
+    folder = _folder(tmp_path)
+    before = _checksums(folder)
+    huge = run_cli("--model", net, "--processes", "1024", folder, tmp_path / "out")
+    assert_one_line_error(huge, 2, "--processes 1024: more worker processes than this machine can run")
+    capped = run_cli("--model", net, "--processes", "2", folder, tmp_path / "out", env={"SEGNET_MAX_PROCESSES": "1"})
+    assert_one_line_error(capped, 2, "--processes 2: more worker processes than this machine can run (1:")
+    assert _checksums(folder) == before and not (tmp_path / "out").exists()
+
+
+def _many(tmp_path, count=300):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = (IMAGES / "city_0.jpg").read_bytes()
+    for i in range(count):
+        (folder / f"f{i:03d}.jpg").write_bytes(data)
+    return folder
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _workers(pid: int, count: int, timeout: float = 60.0) -> list[int]:
+    """The worker processes of segnet process ``pid`` (children of its fork server), once ``count`` run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = [w for child in _children(pid) for w in _children(child)]
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.01)
+    raise AssertionError(f"no {count} workers under {pid}")
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _checksums(folder):
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_killed_fails_its_own_images_and_the_run_goes_on(net, tmp_path):
+    folder, out = _many(tmp_path), tmp_path / "out"
+    before = _checksums(folder)
+    proc = subprocess.Popen([sys.executable, "-m", "segnet", "--model", str(net), "--processes", "2", str(folder),
+                             str(out)], stderr=subprocess.PIPE, text=True)
+    victim = _workers(proc.pid, 2)[0]
+    os.kill(victim, signal.SIGSTOP)  # it holds its images: the run cannot end before it is killed
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    failed = [line for line in stderr.splitlines() if line.startswith("segnet-console: error: ")]
+    assert failed and all("was killed (signal 9) while this image was in it" in line for line in failed), stderr
+    assert "Traceback" not in stderr and "leaked" not in stderr
+    assert len(list(out.iterdir())) + len(failed) == 300  # every other image was done
+    assert _checksums(folder) == before
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"segnet-{victim}-")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc")
+def test_workers_die_with_their_parent(net, tmp_path):
+    folder, out = _many(tmp_path), tmp_path / "out"
+    before = _checksums(folder)
+    proc = subprocess.Popen([sys.executable, "-m", "segnet", "--model", str(net), "--processes", "2", str(folder),
+                             str(out)], stderr=subprocess.DEVNULL)
+    workers = _workers(proc.pid, 2)
+    proc.kill()
+    proc.wait(30)
+    assert all(_gone(w, 20) for w in workers), "workers outlived their killed parent"
+    assert not [n for n in os.listdir("/dev/shm") if any(n.startswith(f"segnet-{w}-") for w in workers)]
+    assert _checksums(folder) == before
+    assert all(not p.name.startswith(".") for p in out.rglob("*")) if out.exists() else True
