@@ -14,6 +14,7 @@ cancelled and running writes finish (they are atomic).
 
 from __future__ import annotations
 
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,17 +29,25 @@ from .job import Job
 #: Images decoded, run and encoded together.
 BATCH = 32
 #: Batches in flight (decoding, in the network, encoding).
-DEPTH = 4
+DEPTH = 6
+#: Batches decoded at once (each by its own codec).
+DECODERS = 3
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, codec,
-        batch: int = BATCH, depth: int = DEPTH, writers: int = 8) -> dict:
+        batch: int = BATCH, depth: int = DEPTH, writers: int = 8, decoders: int = DECODERS) -> dict:
     """Segment every job (image files: ``job.path``; pictures to ``job.target`` or none) with ``codec``
     decoding and encoding and the segmenter drawing (``segmenter.draw_batch``). ``sink(job)`` runs here, in
-    input order, for every job. Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``."""
+    input order, for every job. ``decoders``: batches decoded at once, each by its own codec (one decoder
+    is used by one thread at a time; nvImageCodec's JPEG decoding does its Huffman stage on CPU threads).
+    Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``."""
     cpu_start = time.process_time()
     chunks = _chunks(iter(jobs), batch)
-    reader = ThreadPoolExecutor(1, thread_name_prefix="segnet-decode")
+    codecs = [codec] + ([type(codec)() for _ in range(decoders - 1)] if getattr(codec, "on_gpu", False) else [])
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for each in codecs:
+        free.put(each)
+    reader = ThreadPoolExecutor(len(codecs), thread_name_prefix="segnet-decode")
     encoder = ThreadPoolExecutor(1, thread_name_prefix="segnet-encode")  # one codec, one thread
     files = ThreadPoolExecutor(max(1, writers), thread_name_prefix="segnet-write")  # each write is synced
     decoding: deque[tuple[list[Job], Future]] = deque()
@@ -49,7 +58,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
             chunk = next(chunks, None)
             if chunk is None:
                 return
-            decoding.append((chunk, reader.submit(_decode, codec, chunk)))
+            decoding.append((chunk, reader.submit(_decode, free, chunk)))
 
     def drain(limit: int):
         while len(writing) > limit:
@@ -86,10 +95,15 @@ def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
         yield chunk
 
 
-def _decode(codec, chunk: list[Job]) -> list[Any]:
-    """The chunk's images (uint8 ``[H, W, 3]``), or each file's SegnetError; the time shared out."""
+def _decode(free: queue.SimpleQueue, chunk: list[Job]) -> list[Any]:
+    """The chunk's images (uint8 ``[H, W, 3]``), or each file's SegnetError, by a codec no other thread is
+    using; the time shared out."""
     start, cpu = time.perf_counter(), time.thread_time()
-    images = codec.read_images([job.path for job in chunk])
+    codec = free.get()
+    try:
+        images = codec.read_images([job.path for job in chunk])
+    finally:
+        free.put(codec)
     _share(chunk, "decode", start, cpu)
     return images
 

@@ -77,12 +77,21 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
 
         # the pictures, should the network run where it can draw them too (the fused graph on a GPU)
         drawing = DrawSpec(options.visualize, options.filter_mode) \
-            if feed.wants_pictures() and options.image_codec != "cpu" and isinstance(feed, ImageFeed) else None
+            if feed.wants_pictures() and options.image_codec != "cpu" and isinstance(feed, ImageFeed) \
+            and (options.image_codec == "gpu" or not _small(feed)) else None
         with Segmenter(options=options, expected_images=feed.total, drawing=drawing) as loaded:
             return Runner(loaded, feed, options, emit, log_file, processes).run()
     finally:
         if log_file is not None:
             log_file.close()
+
+
+def _small(feed: Feed) -> bool:
+    """Too few images to pay for the GPU codec's and the drawing graph's start (about 2 s on the GPU machine
+    against 1.5 s for a whole one-image run: BENCHMARKS.md, issue 20)."""
+    from ..segmenter import Segmenter
+
+    return feed.total is not None and feed.total < Segmenter.QUICK_START_BELOW
 
 
 class Runner:
