@@ -18,8 +18,9 @@ def pytest_load_initial_conftests(early_config, parser, args: list[str]) -> None
 
 #: The modules that take longest (Ray's start-up, real streams, real networks), handed out first so that no
 #: worker is left running one of them alone at the end.
-SLOW_FIRST = ("tests/run/test_ray.py", "tests/cli/test_console_streams.py", "tests/cli/test_golden.py",
-              "tests/zoo/test_download.py", "tests/test_wheel.py")
+SLOW_FIRST = ("tests/run/test_ray.py", "tests/cli/test_console_guarantees.py", "tests/run/test_processes.py",
+              "tests/cli/test_console_streams.py", "tests/zoo/test_download_limits.py", "tests/test_training.py",
+              "tests/cli/test_golden.py", "tests/zoo/test_download.py", "tests/test_wheel.py")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
