@@ -89,6 +89,7 @@ def test_rtsp_input_and_output_errors_leave_the_password_out(net, tmp_path):
     (["CLIP", "udp://127.0.0.1:99999"], "udp://127.0.0.1:99999: not a valid URL (port out of range"),
     (["CLIP", f"rtsp://u:{SECRET}@[::1/live"], "rtsp://[::1/live: not a valid URL"),
     ([f"http://127.0.0.1:70000/a.jpg?key={SECRET}", "out.jpg"], "http://127.0.0.1:70000/a.jpg?key=***: not a"),
+    (["http://127.0.0.1:9/a%00b.jpg", "out/"], "http://127.0.0.1:9/a%00b.jpg: not a valid URL (it holds a NUL"),
 ])
 def test_bad_ports_and_hosts_are_one_line_usage_errors(net, tmp_path, args, message):
     clip = streams.make_video(tmp_path / "clip.mp4", 2)
