@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import SegnetError
 from .image_io import image_format, max_image_pixels, read_image, write_image
-from .util import atomic_write
+from .util import atomic_write, cuda_device_visible
 
 log = logging.getLogger(__name__)
 
@@ -211,15 +211,7 @@ def _installed() -> bool:
 
 
 def _gpu_visible() -> bool:
-    """True when the NVIDIA driver reports a GPU (checked without any CUDA Python package)."""
-    import ctypes
-
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    count = ctypes.c_int(0)
-    return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    return cuda_device_visible()
 
 
 @contextlib.contextmanager

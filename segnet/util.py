@@ -260,3 +260,15 @@ def redact(text: str) -> str:
         return f"{name}=***" if _SECRET_PARAMETER.search(name[1:]) and match["value"] else match[0]
 
     return _QUERY_SECRET.sub(query, text)
+
+
+def cuda_device_visible() -> bool:
+    """True when the NVIDIA driver reports at least one GPU (checked without any CUDA Python package)."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0

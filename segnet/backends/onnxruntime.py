@@ -342,15 +342,9 @@ def _default_providers(ort) -> list[str]:
 
 
 def _cuda_device_visible() -> bool:
-    """True when the NVIDIA driver reports at least one GPU (checked without any CUDA Python package)."""
-    import ctypes
+    from ..util import cuda_device_visible
 
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    count = ctypes.c_int(0)
-    return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    return cuda_device_visible()
 
 
 def _first_line(exc: BaseException) -> str:
