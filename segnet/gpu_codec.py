@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 JPEG_QUALITY = 95
 INSTALL = "pip install 'segnet[gpu]' (nvidia-nvimgcodec-cu13 with nvJPEG)"
 _JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
 
 class GpuCodec:
@@ -152,22 +153,33 @@ class GpuCodec:
         self.counts["cpu_encoded"] += len(pictures) - gpu
         return [data if data is not None else _cpu_jpeg(picture) for data, picture in zip(encoded, pictures)]
 
+    def jpeg_data(self, pictures: Sequence[np.ndarray], paths: Sequence[str | os.PathLike]) -> dict[int, bytes]:
+        """The JPEG bytes of the pictures bound for JPEG files, by index, encoded in one call on the GPU
+        (none without one: ``write_file`` then encodes with Pillow)."""
+        if not self.on_gpu:
+            return {}
+        jpeg = [i for i, path in enumerate(paths) if Path(path).suffix.lower() in JPEG_SUFFIXES]
+        return dict(zip(jpeg, self.encode_jpegs([pictures[i] for i in jpeg])))
+
     def write_images(self, pictures: Sequence[np.ndarray],
                      paths: Sequence[str | os.PathLike]) -> list[SegnetError | None]:
         """Write each picture to its path (format by extension), atomically; None or the file's error."""
-        results: list[SegnetError | None] = [None] * len(paths)
-        jpeg = [i for i, path in enumerate(paths) if Path(path).suffix.lower() in (".jpg", ".jpeg", ".jpe")]
-        data = dict(zip(jpeg, self.encode_jpegs([pictures[i] for i in jpeg]))) if self.on_gpu else {}
-        for index, (picture, path) in enumerate(zip(pictures, paths)):
-            try:
-                if index in data:
-                    image_format(Path(path))  # the same refusal as write_image's, should Pillow lack JPEG
-                    atomic_write(Path(path), data[index])
-                else:
-                    write_image(picture, Path(path))
-            except SegnetError as exc:
-                results[index] = exc
-        return results
+        data = self.jpeg_data(pictures, paths)
+        return [write_file(picture, path, data.get(i)) for i, (picture, path) in enumerate(zip(pictures, paths))]
+
+
+def write_file(picture: np.ndarray, path: str | os.PathLike, data: bytes | None) -> SegnetError | None:
+    """``picture`` written to ``path`` atomically: as the encoded ``data`` when given (a JPEG from the GPU),
+    else by ``image_io.write_image``; None, or the file's one-line error."""
+    try:
+        if data is None:
+            write_image(picture, Path(path))
+        else:
+            image_format(Path(path))  # the same refusal as write_image's, should Pillow lack JPEG
+            atomic_write(Path(path), data)
+    except SegnetError as exc:
+        return exc
+    return None
 
 
 def _cpu_read(path) -> np.ndarray | SegnetError:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegnetError
-from .job import Job
+from .job import Job, timed, timed_together
 
 #: Images decoded, run and encoded together.
 BATCH = 32
@@ -98,14 +98,12 @@ def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
 def _decode(free: queue.SimpleQueue, chunk: list[Job]) -> list[Any]:
     """The chunk's images (uint8 ``[H, W, 3]``), or each file's SegnetError, by a codec no other thread is
     using; the time shared out."""
-    start, cpu = time.perf_counter(), time.thread_time()
-    codec = free.get()
-    try:
-        images = codec.read_images([job.path for job in chunk])
-    finally:
-        free.put(codec)
-    _share(chunk, "decode", start, cpu)
-    return images
+    with timed_together(chunk, "decode"):
+        codec = free.get()
+        try:
+            return codec.read_images([job.path for job in chunk])
+        finally:
+            free.put(codec)
 
 
 def _infer(segmenter, chunk: list[Job], images: list[Any]) -> None:
@@ -118,57 +116,29 @@ def _infer(segmenter, chunk: list[Job], images: list[Any]) -> None:
             by_shape.setdefault(image.shape, []).append(i)
     for indices in by_shape.values():
         group = [chunk[i] for i in indices]
-        start, cpu = time.perf_counter(), time.thread_time()
-        try:
-            stacked = np.stack([images[i] for i in indices])
-            for job, (result, picture) in zip(group, segmenter.draw_batch(stacked)):
-                job.result, job.picture = result, picture
-        except SegnetError as exc:
-            for job in group:
-                job.error = exc
-        _share(group, "inference", start, cpu)
+        with timed_together(group, "inference"):
+            try:
+                stacked = np.stack([images[i] for i in indices])
+                for job, (result, picture) in zip(group, segmenter.draw_batch(stacked)):
+                    job.result, job.picture = result, picture
+            except SegnetError as exc:
+                for job in group:
+                    job.error = exc
 
 
 def _write(codec, files: ThreadPoolExecutor, jobs: list[Job]) -> None:
     """Encode the JPEG pictures in one call (the GPU's), then write every file in the pool; any other format,
     and any picture the codec refuses, is written by ``image_io.write_image`` there."""
-    from pathlib import Path
+    from ..gpu_codec import write_file
 
-    from ..image_io import image_format, write_image
-    from ..util import atomic_write
+    with timed_together(jobs, "encode"):
+        data = codec.jpeg_data([job.picture for job in jobs], [job.target for job in jobs])
 
-    start, cpu = time.perf_counter(), time.thread_time()
-    jpeg = [job for job in jobs if Path(job.target).suffix.lower() in JPEG_SUFFIXES]
-    encoded = dict(zip(map(id, jpeg), codec.encode_jpegs([job.picture for job in jpeg]))) if jpeg else {}
-    _share(jobs, "encode", start, cpu)
+    def put(index: int, job: Job) -> None:
+        error = timed(job, "write", write_file, job.picture, job.target, data.get(index))
+        job.picture = None
+        if error is not None:
+            job.error = error
 
-    def put(job: Job) -> None:
-        begin, used = time.perf_counter(), time.thread_time()
-        try:
-            data = encoded.get(id(job))
-            if data is None:
-                write_image(job.picture, Path(job.target))
-            else:
-                image_format(Path(job.target))
-                atomic_write(Path(job.target), data)
-        except SegnetError as exc:
-            job.error = exc
-        finally:
-            job.picture = None
-            job.times["write"] = time.perf_counter() - begin
-            job.cpu["write"] = time.thread_time() - used
-
-    for future in [files.submit(put, job) for job in jobs]:
+    for future in [files.submit(put, i, job) for i, job in enumerate(jobs)]:
         future.result()
-
-
-JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
-
-
-def _share(jobs: list[Job], stage: str, start: float, cpu: float) -> None:
-    if not jobs:
-        return
-    wall, used = (time.perf_counter() - start) / len(jobs), (time.thread_time() - cpu) / len(jobs)
-    for job in jobs:
-        job.times[stage] = job.times.get(stage, 0.0) + wall
-        job.cpu[stage] = job.cpu.get(stage, 0.0) + used

@@ -3,8 +3,9 @@ executor uses."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,21 @@ def timed(job: Job, stage: str, fn, *args):
     finally:
         job.times[stage] = job.times.get(stage, 0.0) + time.perf_counter() - start
         job.cpu[stage] = job.cpu.get(stage, 0.0) + time.thread_time() - cpu
+
+
+@contextlib.contextmanager
+def timed_together(jobs: Sequence[Job], stage: str) -> Iterator[None]:
+    """``timed`` for work done for several jobs at once (a batch through the network, a batch decoded): the
+    block's wall and CPU time, shared out equally, added to each job's ``stage``."""
+    start, cpu = time.perf_counter(), time.thread_time()
+    try:
+        yield
+    finally:
+        if jobs:
+            wall, used = (time.perf_counter() - start) / len(jobs), (time.thread_time() - cpu) / len(jobs)
+            for job in jobs:
+                job.times[stage] = job.times.get(stage, 0.0) + wall
+                job.cpu[stage] = job.cpu.get(stage, 0.0) + used
 
 
 def prepare_job(segmenter, job: Job):

@@ -53,7 +53,7 @@ import numpy as np
 from ..drawing import DrawSpec
 from ..errors import SegnetError
 from ..options import Options, check_processes, cores
-from .job import Job, draw_job, prepare_job, timed, write_picture
+from .job import Job, draw_job, prepare_job, timed, timed_together, write_picture
 
 log = logging.getLogger(__name__)
 
@@ -303,23 +303,21 @@ def _infer(segmenter, batch: list[Job], slots: _Attached) -> None:
     input is not the image itself."""
     from ..segmenter import Prepared
 
-    wall, cpu = time.perf_counter(), time.thread_time()
-    arrays = [slots.read(job.payload) for job in batch]
-    if arrays[0][1] is None and len({rgb.shape for rgb, _ in arrays}) == 1:
-        stacked = np.stack([rgb for rgb, _ in arrays])  # fused: the images are the network input
-        prepared = [Prepared(rgb, rgb, region) for rgb, (_, _, region) in zip(stacked, (j.payload for j in batch))]
-        inputs: Any = stacked
-    else:
-        prepared = [Prepared(rgb.copy(), rgb if tensor is None else tensor, job.payload[2])
-                    for (rgb, tensor), job in zip(arrays, batch)]
-        inputs = [p.tensor for p in prepared]
-    results = segmenter.infer_maps(inputs)
-    for job in batch:
-        job.payload = None
-    share, cpu_share = (time.perf_counter() - wall) / len(batch), (time.thread_time() - cpu) / len(batch)
+    with timed_together(batch, "inference"):
+        arrays = [slots.read(job.payload) for job in batch]
+        if arrays[0][1] is None and len({rgb.shape for rgb, _ in arrays}) == 1:
+            stacked = np.stack([rgb for rgb, _ in arrays])  # fused: the images are the network input
+            prepared = [Prepared(rgb, rgb, region)
+                        for rgb, (_, _, region) in zip(stacked, (j.payload for j in batch))]
+            inputs: Any = stacked
+        else:
+            prepared = [Prepared(rgb.copy(), rgb if tensor is None else tensor, job.payload[2])
+                        for (rgb, tensor), job in zip(arrays, batch)]
+            inputs = [p.tensor for p in prepared]
+        results = segmenter.infer_maps(inputs)
+        for job in batch:
+            job.payload = None
     for job, p, (scores, class_map) in zip(batch, prepared, results):
-        job.times["inference"] = share
-        job.cpu["inference"] = cpu_share
         try:
             job.result = timed(job, "classmap", segmenter.finish, p, scores, class_map)
         except SegnetError as exc:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..drawing import DrawSpec
 from ..errors import SegnetError
-from .job import Job, draw_job, prepare_job, timed, write_picture
+from .job import Job, draw_job, prepare_job, timed, timed_together, write_picture
 
 
 def _finish(segmenter, drawing: DrawSpec | None, put, job: Job, prepared, scores: np.ndarray,
@@ -82,13 +82,8 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
             ready = [(job, prepared) for job, prepared in batch if prepared is not None]
             results: Iterator = iter(())
             if ready:
-                start, cpu = time.perf_counter(), time.thread_time()
-                results = iter(segmenter.infer_maps([prepared.tensor for _, prepared in ready]))
-                share = (time.perf_counter() - start) / len(ready)  # the batch's time, shared out
-                cpu_share = (time.thread_time() - cpu) / len(ready)
-                for job, _ in ready:
-                    job.times["inference"] = share
-                    job.cpu["inference"] = cpu_share
+                with timed_together([job for job, _ in ready], "inference"):
+                    results = iter(segmenter.infer_maps([prepared.tensor for _, prepared in ready]))
             for job, prepared in batch:  # in input order; failed loads pass straight to the sink
                 drawing_now.append(_done(job) if prepared is None else
                                    pool.submit(_finish, segmenter, drawing, put, job, prepared, *next(results)))
