@@ -25,6 +25,7 @@ from typing import Any
 
 from ..drawing import DrawSpec
 from ..options import Options
+from ..util import redact
 from ..zoo.registry import DEFAULT_NETWORK
 from . import processes as worker_processes
 from .events import Event, Finished, ImageDone, ImageFailed, Started, Summary
@@ -54,16 +55,15 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
     emit = on_event or (lambda event: None)
     feed: Feed = inputs if isinstance(inputs, (ImageFeed, FrameFeeds)) else plan(inputs, output, options)  # type: ignore[arg-type]
     feed.bind(emit)
-    if isinstance(feed, ImageFeed) and not feed.pairs:  # every output is there (skip_existing): no network needed
-        summary = Summary(0, 0, feed.skipped, 0.0, feed.several)
-        emit(Finished(summary))
-        return summary
-    unreachable = feed.fetch_ahead() if isinstance(feed, ImageFeed) else None
-    if isinstance(feed, ImageFeed) and unreachable is not None:  # a dead image URL: no network is loaded
-        emit(ImageFailed(0, str(feed.pairs[0][0]), unreachable))
-        summary = Summary(0, 1, feed.skipped, 0.0, feed.several)
-        emit(Finished(summary))
-        return summary
+    if isinstance(feed, ImageFeed):
+        # every output is there (skip_existing), or a dead image URL: no network is loaded
+        unreachable = feed.fetch_ahead()
+        if not feed.pairs or unreachable is not None:
+            if unreachable is not None:
+                emit(ImageFailed(0, redact(str(feed.pairs[0][0])), unreachable))
+            summary = Summary(0, int(unreachable is not None), feed.skipped, 0.0, feed.several)
+            emit(Finished(summary))
+            return summary
     processes = worker_processes.count(options, feed.total) if isinstance(feed, ImageFeed) else 0
     if processes and options.ray is None:
         worker_processes.prestart()  # workers' fork server starts while the network loads

@@ -48,6 +48,18 @@ def images(folder: Path, count: int = 2) -> Path:
 # -- item 4: credentials ------------------------------------------------------------------------------------
 
 
+def test_a_dead_image_url_fails_without_its_password_in_the_event(net, tmp_path):
+    import socket
+
+    port = streams.free_port(socket.SOCK_STREAM)  # nothing listens: connection refused
+    events = []
+    summary = segnet.run.run(f"http://user:{SECRET}@127.0.0.1:{port}/city.jpg", tmp_path / "out.jpg", model=net,
+                             on_event=events.append)
+    assert (summary.done, summary.failed) == (0, 1)
+    assert all(SECRET not in repr(event) for event in events)
+    assert not (tmp_path / "out.jpg").exists()
+
+
 def test_passwords_and_tokens_in_urls_are_never_shown_or_written(net, tmp_path):
     stats = tmp_path / "stats.jsonl"
     picture = (IMAGES / "city_0.jpg").read_bytes()
