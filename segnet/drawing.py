@@ -22,7 +22,7 @@ class maps ``infer``/``infer_images`` gave. The pictures are the same either way
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -57,6 +57,10 @@ class DrawSpec:
     def of_options(cls, options, region=None) -> DrawSpec:
         """The spec of an ``Options`` object's ``visualize`` and ``filter_mode`` (and an image's ``region``)."""
         return cls(options.visualize, options.filter_mode, region)
+
+    def with_region(self, region) -> DrawSpec:
+        """This spec for an image whose letterbox ``region`` is given (None: the spec as it is)."""
+        return self if region is None or region == self.region else replace(self, region=region)
 
     @property
     def kind(self) -> str:

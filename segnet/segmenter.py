@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -262,10 +262,7 @@ class Segmenter:
         one array) -> ``(scores [C, h, w], class map)`` each, ``batch_size`` per backend call (inputs of
         different sizes, from symbolic-size models, run one by one); the class map is None unless the graph
         made it (``fused``), and ``finish`` then makes it."""
-        backend = self.backend
-        if backend is None:
-            raise SegnetError(f"this Segmenter of {self.name} is closed (close() was called, or its with block "
-                              "ended): make a new one")
+        backend = self._open_backend()
         out: list[tuple[np.ndarray, np.ndarray | None]] = []
         stacked = isinstance(tensors, np.ndarray)  # already one array: its slices need no copy
         step = self.batch_size if stacked or len({t.shape for t in tensors}) == 1 else 1
@@ -326,24 +323,12 @@ class Segmenter:
         if self.drawing is None:
             raise SegnetError("draw_batch needs the drawing the pictures follow: Segmenter(..., drawing=DrawSpec(...))")
         if not self.draws_on_device:
-            out = []
-            for result in self.segment_batch(list(images)):
-                spec = self.drawing if result.region is None else replace(self.drawing, region=result.region)
-                out.append((result, draw(result.image, result.class_map, result.colors, spec)))
-            return out
-        backend = self.backend
-        if backend is None:
-            raise SegnetError(f"this Segmenter of {self.name} is closed (close() was called, or its with block "
-                              "ended): make a new one")
-        results = []
-        step = max(self.batch_size, len(images))  # the device takes the caller's batch whole
-        for start in range(0, len(images), step):
-            chunk = images[start:start + step]
-            pictures, maps, scores = backend.infer_pictures(chunk, self.colors, self.drawing)
-            for rgb, picture, class_map, raw in zip(chunk, pictures, maps, scores):
-                result = self.finish(Prepared(rgb, rgb), self._read_scores(raw, rgb), class_map)
-                results.append((result, picture))
-        return results
+            return [(r, draw(r.image, r.class_map, r.colors, self.drawing.with_region(r.region)))
+                    for r in self.segment_batch(list(images))]
+        # the device takes the caller's batch whole
+        pictures, maps, scores = self._open_backend().infer_pictures(images, self.colors, self.drawing)
+        return [(self.finish(Prepared(rgb, rgb), self._read_scores(raw, rgb), class_map), picture)
+                for rgb, picture, class_map, raw in zip(images, pictures, maps, scores)]
 
     def __call__(self, image) -> Segmentation:
         prepared = self.prepare(image)
@@ -355,6 +340,14 @@ class Segmenter:
         prepared = [self.prepare(image) for image in images]
         results = self.infer_maps([p.tensor for p in prepared])
         return [self.finish(p, s, m) for p, (s, m) in zip(prepared, results)]
+
+    def _open_backend(self):
+        """The backend, or a one-line error when this segmenter was closed (here or by another thread)."""
+        backend = self.backend
+        if backend is None:
+            raise SegnetError(f"this Segmenter of {self.name} is closed (close() was called, or its with block "
+                              "ended): make a new one")
+        return backend
 
     def detached(self) -> Segmenter:
         """A copy without the network, to send to worker processes: ``prepare`` and ``finish`` work in it,

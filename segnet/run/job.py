@@ -72,12 +72,9 @@ def draw_job(job: Job, image, class_map, colors, drawing, region, put: Callable[
     """What every executor does once a class map is there: draw the picture with ``drawing.draw`` (timed
     as ``colorize``; ``region``: the image's letterbox part of the grid, None for all) and hand it to ``put``
     (the feed's writer: a file, or the in-order encoder)."""
-    import dataclasses
-
     from ..drawing import draw
 
-    spec = drawing if region is None or region == drawing.region else dataclasses.replace(drawing, region=region)
-    picture = timed(job, "colorize", draw, image, class_map, colors, spec)
+    picture = timed(job, "colorize", draw, image, class_map, colors, drawing.with_region(region))
     put(job, picture)
 
 

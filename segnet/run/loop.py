@@ -76,7 +76,7 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
         from ..segmenter import Segmenter
 
         # the pictures, should the network run where it can draw them too (the fused graph on a GPU)
-        drawing = DrawSpec(options.visualize, options.filter_mode) \
+        drawing = DrawSpec.of_options(options) \
             if feed.wants_pictures() and options.image_codec != "cpu" and isinstance(feed, ImageFeed) \
             and (options.image_codec == "gpu" or not _small(feed)) else None
         with Segmenter(options=options, expected_images=feed.total, drawing=drawing) as loaded:
@@ -143,7 +143,7 @@ class Runner:
         feed, options = self.feed, self.options
         self.emit(self.started())
         start = time.perf_counter()
-        drawing = DrawSpec(options.visualize, options.filter_mode) if feed.wants_pictures() else None
+        drawing = DrawSpec.of_options(options) if feed.wants_pictures() else None
         try:
             self.execute(feed, drawing)
             feed.finish()

@@ -27,7 +27,6 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +159,8 @@ class SegmentBatch:
                 if self.records:
                     records[i] = stats_line(stats_record(result, names[i] or f"row {i}"))
                 if render and self.drawing is not None and targets[i] is not False:
-                    spec = self.drawing if result.region is None else replace(self.drawing, region=result.region)
-                    picture = draw(result.image, result.class_map, result.colors, spec)
+                    picture = draw(result.image, result.class_map, result.colors,
+                                   self.drawing.with_region(result.region))
                     pictures[i] = _deliver(picture, targets[i])
             except Exception as exc:  # one image fails, not the job
                 errors[i], images[i] = _describe(exc), _NO_IMAGE
