@@ -80,6 +80,11 @@ class Feed(Protocol):
 
     def finish(self) -> None: ...
 
+    def cancel(self) -> None:
+        """Ctrl-C or SIGTERM: called before the executor waits for the work running, so that reads in flight
+        stop at once."""
+        ...
+
     def abort(self, interrupted: bool = False) -> None:
         """The run stopped early: ``interrupted`` by Ctrl-C or SIGTERM, else by an error."""
         ...
@@ -111,7 +116,7 @@ class ImageFeed:
         dead URL is reported without loading the network."""
         if len(self.pairs) == 1 and isinstance(self.pairs[0][0], str) and self.fetched is None:
             try:
-                self.fetched = fetch_image(self.pairs[0][0], self.timeout)
+                self.fetched = fetch_image(self.pairs[0][0], self.timeout, self.cancelled)
             except SegnetError as exc:
                 return exc
         return None
@@ -398,6 +403,10 @@ class FrameFeeds:
                 feed.reported = True
                 if feed.output is not None:
                     feed.output.close()
+
+    def cancel(self) -> None:
+        """Ctrl-C or SIGTERM: the readers stop now; ``abort`` then finishes or removes the outputs."""
+        self.stop.set()
 
     def abort(self, interrupted: bool = False) -> None:
         """Ctrl-C, SIGTERM or an error: readers stop. A live source has no end, so stopping it is how it ends:

@@ -178,7 +178,7 @@ class Runner:
         # frame after another).
         return threads.run(self.segmenter, feed.jobs(), self.sink, drawing=drawing, put=feed.put,
                            workers=self.options.workers, depth=1 if feed.live else None,
-                           cancel=getattr(feed, "cancel", None))
+                           cancel=feed.cancel)
 
     def device_codec(self, feed: Feed, drawing: DrawSpec | None):
         """nvImageCodec's codec (``gpu_codec.GpuCodec``) when the device executor runs this feed: image files
