@@ -213,7 +213,10 @@ class SourceReader:
                 stamp = frame.time if not self.live else now - self.first
                 with wake:
                     if self.live and len(self.buffer) >= LIVE_BUFFER:
-                        self.buffer.popleft()  # the network is behind: the oldest waiting frame goes
+                        # the network is behind: the oldest waiting frame goes; until the run has taken its
+                        # first frame, that one stays (the run starts at the source's first frame, however
+                        # busy the machine is while it starts) and the one after it goes
+                        del self.buffer[1 if self.taken == 0 else 0]
                         self.dropped += 1
                     while not self.live and len(self.buffer) >= FILE_BUFFER and not stop.is_set() \
                             and not self.halt.is_set():

@@ -290,3 +290,38 @@ def test_events_and_summary_of_a_stream_run(net, tmp_path):
     assert isinstance(events[-1], Finished) and events[-1].summary == summary
     assert isinstance(events[-2], SourceEnded) and events[-2].frames == 8 and events[-2].error is None
     assert len(list((tmp_path / "frames").glob("camvid-clip-*.png"))) == 8
+
+
+def test_a_live_source_keeps_its_first_frame_until_the_run_takes_it():
+    """A burst of frames before the run takes any: the later ones are dropped, the first stays, so a live run
+    starts at its source's first frame however busy the machine is while it starts (then the oldest go)."""
+    import threading
+    from fractions import Fraction
+
+    import numpy as np
+
+    from segnet import Options
+    from segnet.run import Frame, InputKind, Opened
+    from segnet.run.feeds import LIVE_BUFFER, SourceReader
+
+    class Burst:
+        def open(self):
+            return Opened(Fraction(30), None, None)
+
+        def frames(self):
+            for n in range(6):
+                yield Frame(np.full((4, 4, 3), n, np.uint8), n / 30)
+
+        def close(self):
+            pass
+
+    class Camera(InputKind):
+        live = True
+
+        def reader(self, options):
+            return Burst()
+
+    reader = SourceReader(0, Camera("burst://"), None, Options())
+    reader._read(threading.Condition(), threading.Event())  # the whole burst, nothing taken meanwhile
+    assert [w.number for w in reader.buffer] == [0, 5] and len(reader.buffer) == LIVE_BUFFER
+    assert reader.dropped == 4
