@@ -44,3 +44,46 @@ def _ready(folder: Path, writable: Callable[[Path], bool], fix: str) -> Path:
     if not writable(folder):
         raise SegnetError(f"engine cache folder {folder} is not writable ({fix})")
     return folder
+
+
+def derived_model(folder: Path, stem: str, key: str, make: Callable[[], bytes], *, keep: int = 4) -> str | bytes:
+    """A model derived from another (``make()``'s serialized ONNX), kept in ``folder`` under ``stem`` and a hash
+    of ``key`` (everything the bytes depend on), so a later start loads it instead of importing onnx and
+    rebuilding it (about a second). Returns the file's path, or the bytes themselves where they cannot be kept
+    (a full disk): a cache never fails a run. At most ``keep`` files of one ``stem`` stay, the least recently
+    used going first."""
+    import hashlib
+
+    from filelock import FileLock
+
+    from ..util import atomic_write
+
+    path = folder / f"{stem}.{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    try:
+        with FileLock(str(path) + ".lock"):
+            if path.is_file():
+                os.utime(path)  # most recently used
+                return str(path)
+            data = make()
+            try:
+                atomic_write(path, data)
+            except SegnetError:
+                return data
+            _prune(folder, stem, keep)
+            return str(path)
+    except OSError:  # the lock itself cannot be taken (a folder gone read-only meanwhile)
+        return make()
+
+
+def _prune(folder: Path, stem: str, keep: int) -> None:
+    kept = sorted(folder.glob(f"{stem}.*.onnx"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in kept[keep:]:
+        for each in (old, Path(str(old) + ".lock")):
+            each.unlink(missing_ok=True)
+
+
+def file_identity(path: str | Path) -> str:
+    """What tells a file's versions apart without reading it: its resolved path, size and modification time."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"

@@ -97,9 +97,8 @@ class OnnxRuntimeBackend:
                 self._int8_copy() if self.precision == "int8" else self.model_path
             model: str | bytes = str(path)
             if self.batch_size > 1:  # the named (or only) input and output get a symbolic batch axis
-                inp, out = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob,
-                                          self.output_blob)
-                model = dynamic_batch(path, inp.name, out.name)
+                model = self._derived(path, "batch", f"{self.input_blob}|{self.output_blob}",
+                                      lambda: dynamic_batch(path, *self._contract_names()))
             self.session = self._session(model)
             self._cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
             self._check()
@@ -112,22 +111,48 @@ class OnnxRuntimeBackend:
         self.description = f"onnxruntime ({self.session.get_providers()[0]}{note})"
         return self
 
+    def _contract_names(self) -> tuple[str, str]:
+        """The names of the model's network input and output, read with onnx (an import of about a second:
+        only when a derived model is made, never on a start that finds it cached)."""
+        inp, out = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob, self.output_blob)
+        return inp.name, out.name
+
     def _fp16_copy(self) -> Path:
+        from ..util import file_sha256
         from . import fp16
         from .cache_dir import cache_dir
 
-        inp, out = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob, self.output_blob)
+        folder, sha = cache_dir(self.model_path, self.cache), file_sha256(self.model_path)
+        cached = fp16.fp16_model_path(self.model_path, folder, sha)
+        if cached.is_file():  # written whole or not at all (atomic_write)
+            return cached
+        inp, out = self._contract_names()
         providers = list(self.providers or _default_providers(self._ort))
-        return fp16.fp16_model(self.model_path, cache_dir(self.model_path, self.cache), input_blob=inp.name,
-                               output_blob=out.name, providers=providers)
+        return fp16.fp16_model(self.model_path, folder, sha, input_blob=inp, output_blob=out, providers=providers)
 
     def _int8_copy(self) -> Path:
+        from ..util import file_sha256
         from . import int8
         from .cache_dir import cache_dir
 
+        folder, sha = cache_dir(self.model_path, self.cache), file_sha256(self.model_path)
+        cached = int8.int8_model_path(self.model_path, folder, sha)
+        if cached.is_file() and int8.record_path(cached).is_file():  # the record is written last
+            return cached
         inp, _ = check_contract(self.model_path, *onnx_io(self.model_path), self.input_blob, self.output_blob)
-        return int8.int8_model(self.model_path, cache_dir(self.model_path, self.cache),
-                               int8.preparer(self.model_path, inp.shape), input_blob=inp.name).path
+        return int8.int8_model(self.model_path, folder, int8.preparer(self.model_path, inp.shape),
+                               input_blob=inp.name, model_sha256=sha).path
+
+    def _derived(self, source: Path, kind: str, key: str, make) -> str | bytes:
+        """``make()``'s model, derived from ``source``, kept in the cache folder (``cache_dir.derived_model``)
+        or, where there is no usable cache folder, made in memory."""
+        from .cache_dir import cache_dir, derived_model, file_identity
+
+        try:
+            folder = cache_dir(self.model_path, self.cache)
+        except SegnetError:
+            return make()
+        return derived_model(folder, f"{self.model_path.stem}.{kind}", f"{file_identity(source)}|{key}", make)
 
     def _session(self, model: str | bytes, graphs: bool = False):
         ort = self._ort
@@ -166,14 +191,21 @@ class OnnxRuntimeBackend:
         """Run the network with the pre-processing and class map of ``spec`` around it from now on
         (``infer_images``), and with ``draw`` the drawing of ``draw.kind`` too (``infer_pictures``); the
         plain session is replaced."""
-        import onnx
-
         if draw is not None and None in self.output.shape[2:]:
             raise SegnetError(f"cannot draw inside the graph of {self.model_path}: its output grid size is "
                               "symbolic; draw on the CPU (drawing.draw)")
+
+        def make() -> bytes:
+            import onnx
+
+            return fused_model(onnx.load(str(self._source)), self.input.name, self.output.name, spec,
+                               draw).SerializeToString()
+
         try:
-            model = fused_model(onnx.load(str(self._source)), self.input.name, self.output.name, spec, draw)
-            serialized = model.SerializeToString()
+            # the graph depends on the source, the names, the spec, the kind of picture and fused.py's code
+            key = (f"{self.input.name}|{self.output.name}|{spec}|{None if draw is None else draw.kind}|"
+                   f"{_fused_code()}")
+            serialized = self._derived(self._source, "fused", key, make)
             graphs = self.cuda_settings.graphs and self.on_cuda
             try:
                 session = self._session(serialized, graphs)
@@ -332,6 +364,15 @@ def dynamic_batch(path: Path, input_blob: str, output_blob: str) -> bytes:
             dims[0].dim_param = "batch"
     del model.graph.value_info[:]
     return model.SerializeToString()
+
+
+def _fused_code() -> str:
+    """A hash of the code that builds fused graphs: a change to it is a change to every fused graph."""
+    import hashlib
+
+    from . import fused
+
+    return hashlib.sha256(Path(fused.__file__).read_bytes()).hexdigest()[:16]
 
 
 def _default_providers(ort) -> list[str]:
