@@ -31,6 +31,13 @@ device never re-derives a position. The point filter is fed as the linear form w
 weights, which gives its colours bit for bit. The blend repeats ``colorize.overlay``'s float32 operations
 in order (``a = alpha / 255``, ``src - a * (src - colour)``) and the cast to uint8 truncates, so on
 onnxruntime's CPU provider the pictures equal ``drawing.draw``'s.
+
+TensorRT's ONNX parser refuses a uint8 tensor anywhere but at a Cast, and takes a Pad's amounts from an input
+only as a shape tensor (host memory, a profile of values). ``fused_model(..., tensorrt=True)`` is the same
+graph in the form it takes: the image is cast to float32 first (exact for 0..255) and every Gather reads
+that; the drawing reads the class index as float32 before its cast to uint8; the composite's rows below
+the half-size mask come from the shapes, so it has no ``segnet_half_pads`` input. Its other inputs, its
+outputs and its values are those of the other form.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ from ..errors import SegnetError
 IMAGE, ROWS, COLS, CLASS_MAP = "segnet_image", "segnet_rows", "segnet_cols", "segnet_class_map"
 #: The drawing's output and its colour-table input ([C, 4] float32 RGBA after the alpha rules).
 PICTURE, COLORS = "segnet_picture", "segnet_colors"
+#: The image as float32, where the graph is TensorRT's (``fused_model(..., tensorrt=True)``).
+_IMAGE_FLOAT = "segnet_image_float"
 
 
 @dataclass(frozen=True)
@@ -70,10 +79,13 @@ def indices(image_height: int, image_width: int, spec: FusedSpec) -> tuple[np.nd
             nearest_indices(image_width, spec.width).astype(np.int64))
 
 
-def fused_model(model, input_name: str, output_name: str, spec: FusedSpec, draw: DrawSpec | None = None):
+def fused_model(model, input_name: str, output_name: str, spec: FusedSpec, draw: DrawSpec | None = None, *,
+                tensorrt: bool = False):
     """``model`` (an ``onnx.ModelProto``, changed in place and returned) with the pre-processing in front
     of ``input_name`` and the class map after ``output_name``, and with ``draw``, the picture of
     ``draw.kind`` as the output ``PICTURE`` (inputs: ``draw_inputs``); the batch axis becomes symbolic.
+    ``tensorrt``: the form TensorRT's ONNX parser takes, the same arithmetic with no uint8 tensor but the
+    graph's inputs and outputs (see the module's docstring).
     Raises SegnetError when the model cannot be wrapped (non-float tensors, opset below 11)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -103,9 +115,14 @@ def fused_model(model, input_name: str, output_name: str, spec: FusedSpec, draw:
         "segnet_num_classes": np.array(f32(c)),
         "segnet_last_class": np.array(f32(c - 1)),
     }
-    nodes = [helper.make_node("Gather", [IMAGE, ROWS], ["segnet_rows_taken"], axis=1, name="segnet_stretch_y"),
-             helper.make_node("Gather", ["segnet_rows_taken", COLS], ["segnet_resized"], axis=2,
-                              name="segnet_stretch_x")]
+    image = IMAGE
+    nodes = []
+    if tensorrt:  # its Gather takes no uint8 tensor: the image as float32 first (exact), not after the stretch
+        nodes.append(helper.make_node("Cast", [IMAGE], [_IMAGE_FLOAT], to=TensorProto.FLOAT, name=_IMAGE_FLOAT))
+        image = _IMAGE_FLOAT
+    nodes += [helper.make_node("Gather", [image, ROWS], ["segnet_rows_taken"], axis=1, name="segnet_stretch_y"),
+              helper.make_node("Gather", ["segnet_rows_taken", COLS], ["segnet_resized"], axis=2,
+                               name="segnet_stretch_x")]
     pixels = "segnet_resized"
     if spec.bgr:
         constants["segnet_bgr_order"] = np.array([2, 1, 0], np.int64)
@@ -116,9 +133,11 @@ def fused_model(model, input_name: str, output_name: str, spec: FusedSpec, draw:
         nodes.append(helper.make_node("Transpose", [pixels], ["segnet_planar"], perm=[0, 3, 1, 2],
                                       name="segnet_planar"))
         pixels = "segnet_planar"
+    if not tensorrt:
+        nodes.append(helper.make_node("Cast", [pixels], ["segnet_float"], to=TensorProto.FLOAT, name="segnet_float"))
+        pixels = "segnet_float"
     nodes += [
-        helper.make_node("Cast", [pixels], ["segnet_float"], to=TensorProto.FLOAT, name="segnet_float"),
-        helper.make_node("Mul", ["segnet_float", "segnet_inv255"], ["segnet_scaled"], name="segnet_scale"),
+        helper.make_node("Mul", [pixels, "segnet_inv255"], ["segnet_scaled"], name="segnet_scale"),
         helper.make_node("Sub", ["segnet_scaled", "segnet_mean"], ["segnet_centred"], name="segnet_mean"),
         helper.make_node("Div", ["segnet_centred", "segnet_std"], [input_name], name="segnet_std"),
     ]
@@ -148,7 +167,7 @@ def fused_model(model, input_name: str, output_name: str, spec: FusedSpec, draw:
 
     draw_values: list = []
     if draw is not None:
-        draw_nodes, draw_values = _drawing(helper, TensorProto, draw.kind, c, constants)
+        draw_nodes, draw_values = _drawing(helper, TensorProto, draw.kind, c, constants, tensorrt)
         post += draw_nodes
 
     network = list(graph.node)
@@ -221,12 +240,15 @@ def draw_inputs(image_height: int, image_width: int, grid_height: int, grid_widt
     return inputs
 
 
-def _drawing(helper, TensorProto, kind: str, num_classes: int, constants: dict) -> tuple[list, list]:
+def _drawing(helper, TensorProto, kind: str, num_classes: int, constants: dict,
+             tensorrt: bool = False) -> tuple[list, list]:
     """The nodes that draw the picture of ``kind`` from ``IMAGE`` and ``CLASS_MAP`` into ``PICTURE``, and
-    the inputs they read (``draw_inputs`` and ``COLORS``)."""
+    the inputs they read (``draw_inputs`` and ``COLORS``). ``tensorrt``: from the float32 image and class
+    index instead (the same values), so that no node but the last Cast touches a uint8 tensor."""
     f32, i64, u8 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.UINT8
     node = helper.make_node
     values = []
+    classes = "segnet_class_index" if tensorrt else CLASS_MAP
 
     def value(name: str, elem: int, dims: list) -> str:
         values.append(helper.make_tensor_value_info(name, elem, dims))
@@ -234,15 +256,19 @@ def _drawing(helper, TensorProto, kind: str, num_classes: int, constants: dict) 
 
     if kind == "classes":
         x, y = value("segnet_draw_x1", i64, ["image_width"]), value("segnet_draw_y1", i64, ["image_height"])
-        return [node("Gather", [CLASS_MAP, y], ["segnet_classes_rows"], axis=1, name="segnet_classes_rows"),
-                node("Gather", ["segnet_classes_rows", x], [PICTURE], axis=2, name="segnet_classes")], values
+        taken = "segnet_classes_taken" if tensorrt else PICTURE
+        nodes = [node("Gather", [classes, y], ["segnet_classes_rows"], axis=1, name="segnet_classes_rows"),
+                 node("Gather", ["segnet_classes_rows", x], [taken], axis=2, name="segnet_classes")]
+        if tensorrt:
+            nodes.append(node("Cast", [taken], [PICTURE], to=u8, name="segnet_classes_bytes"))
+        return nodes, values
 
     constants["segnet_one"] = np.array(np.float32(1))
     constants["segnet_255"] = np.array(np.float32(255))
     constants["segnet_rgb"] = np.array([0, 1, 2], np.int64)
     constants["segnet_alpha"] = np.array([3], np.int64)
     value(COLORS, f32, [num_classes, 4])
-    nodes = [node("Cast", [CLASS_MAP], ["segnet_class_long"], to=i64, name="segnet_class_long"),
+    nodes = [node("Cast", [classes], ["segnet_class_long"], to=i64, name="segnet_class_long"),
              node("Gather", [COLORS, "segnet_class_long"], ["segnet_grid_rgba"], axis=0, name="segnet_grid_rgba")]
 
     def upsample(prefix: str, height: str, width: str) -> str:
@@ -272,10 +298,14 @@ def _drawing(helper, TensorProto, kind: str, num_classes: int, constants: dict) 
         nodes.append(node("Cast", [full + "rgb"], [PICTURE], to=u8, name="segnet_mask"))
         return nodes, values
     sx, sy = value("segnet_source_x", i64, ["image_width"]), value("segnet_source_y", i64, ["image_height"])
+    image, source = (_IMAGE_FLOAT, "segnet_source_float") if tensorrt else (IMAGE, "segnet_source")
+    nodes.extend([
+        node("Gather", [image, sy], ["segnet_source_rows"], axis=1, name="segnet_source_rows"),
+        node("Gather", ["segnet_source_rows", sx], [source], axis=2, name="segnet_source"),
+    ])
+    if not tensorrt:
+        nodes.append(node("Cast", ["segnet_source"], ["segnet_source_float"], to=f32, name="segnet_source_float"))
     nodes.extend([  # colorize.overlay: a = alpha / 255; out = src - a * (src - colour), truncated
-        node("Gather", [IMAGE, sy], ["segnet_source_rows"], axis=1, name="segnet_source_rows"),
-        node("Gather", ["segnet_source_rows", sx], ["segnet_source"], axis=2, name="segnet_source"),
-        node("Cast", ["segnet_source"], ["segnet_source_float"], to=f32, name="segnet_source_float"),
         node("Gather", [full + "rgba", "segnet_alpha"], ["segnet_alpha_value"], axis=3, name="segnet_alpha_value"),
         node("Div", ["segnet_alpha_value", "segnet_255"], ["segnet_opacity"], name="segnet_opacity"),
         node("Sub", ["segnet_source_float", full + "rgb"], ["segnet_difference"], name="segnet_difference"),
@@ -286,7 +316,24 @@ def _drawing(helper, TensorProto, kind: str, num_classes: int, constants: dict) 
         nodes.append(node("Cast", ["segnet_overlay"], [PICTURE], to=u8, name="segnet_overlay_bytes"))
         return nodes, values
     half = upsample("segnet_half", "half_height", "half_width")
-    pads = value("segnet_half_pads", i64, [8])
+    if tensorrt:  # a pads input would be a shape tensor to TensorRT: the rows below, from the shapes, instead
+        constants["segnet_height_axis"] = np.array([1], np.int64)
+        constants["segnet_no_pads"] = np.zeros(5, np.int64)
+        constants["segnet_no_pads_after"] = np.zeros(2, np.int64)
+        nodes.extend([
+            node("Shape", [IMAGE], ["segnet_image_shape"], name="segnet_image_shape"),
+            node("Shape", [half + "rgb"], ["segnet_half_shape"], name="segnet_half_shape"),
+            node("Gather", ["segnet_image_shape", "segnet_height_axis"], ["segnet_height"], axis=0,
+                 name="segnet_height"),
+            node("Gather", ["segnet_half_shape", "segnet_height_axis"], ["segnet_half_height"], axis=0,
+                 name="segnet_half_height"),
+            node("Sub", ["segnet_height", "segnet_half_height"], ["segnet_rows_below"], name="segnet_rows_below"),
+            node("Concat", ["segnet_no_pads", "segnet_rows_below", "segnet_no_pads_after"], ["segnet_half_pads"],
+                 axis=0, name="segnet_half_pads"),
+        ])
+        pads = "segnet_half_pads"
+    else:
+        pads = value("segnet_half_pads", i64, [8])
     nodes.extend([  # the overlay, the half-size mask beside it with black below; one cast (it truncates alike)
         node("Pad", [half + "rgb", pads], ["segnet_half_padded"], mode="constant", name="segnet_half_padded"),
         node("Concat", ["segnet_overlay", "segnet_half_padded"], ["segnet_composite"], axis=2,

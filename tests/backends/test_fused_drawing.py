@@ -133,3 +133,46 @@ def test_composites_of_images_too_small_to_halve(segmenter, colors):
         image = rng.integers(0, 256, (1, height, width, 3), np.uint8)
         pictures, maps, _ = backend.infer_pictures(image, colors, DrawSpec.of_kind("composite"))
         assert _compare(pictures[0], draw(image[0], maps[0], colors, DrawSpec.of_kind("composite"))) == (0, 0)
+
+
+@pytest.mark.parametrize("kind", [None, *KINDS])
+def test_tensorrt_form_gives_the_same_maps_scores_and_pictures(segmenter, colors, kind):
+    """``fused_model(..., tensorrt=True)`` (what the TensorRT backend builds) run on onnxruntime's CPU provider:
+    the class maps and scores of the other form, and ``drawing.draw``'s pictures, both filters."""
+    import onnx
+    import onnxruntime as ort
+
+    from segnet.backends.fused import CLASS_MAP, COLORS, COLS, IMAGE, ROWS, draw_inputs, fused_model, indices
+
+    backend = segmenter.backend
+    spec = backend.fused
+    backend.fuse(spec, None if kind is None else DrawSpec.of_kind(kind))
+    model = fused_model(onnx.load(str(backend._source)), backend.input.name, backend.output.name, spec,
+                        None if kind is None else DrawSpec.of_kind(kind), tensorrt=True)
+    uint8 = {IMAGE, CLASS_MAP}  # TensorRT's parser takes these only at a Cast (or a Shape)
+    assert not [n.name for n in model.graph.node if n.op_type not in ("Cast", "Shape") and uint8 & set(n.input)]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    assert "segnet_half_pads" not in names
+    gh, gw = backend.output.shape[2:]
+    for filter_mode in ("point", "linear"):
+        for batch in _batches():
+            rows, cols = indices(*batch.shape[1:3], spec)
+            feed = {IMAGE: batch, ROWS: rows, COLS: cols}
+            if kind is not None:
+                draw_spec = DrawSpec.of_kind(kind, filter_mode)
+                feed.update((k, v) for k, v in draw_inputs(*batch.shape[1:3], gh, gw, draw_spec).items() if k in names)
+                if kind != "classes":
+                    feed[COLORS] = colors
+            got = session.run(None, feed)
+            if kind is None:
+                want_maps, want_scores = backend.infer_images(batch)
+                assert (got[0] == want_maps).all()
+                np.testing.assert_array_equal(got[1], want_scores)
+                break
+            pictures, maps, scores = backend.infer_pictures(batch, colors, draw_spec)
+            assert (got[0] == maps).all()
+            np.testing.assert_array_equal(got[1], scores)
+            assert (got[2] == pictures).all()  # the other form's pictures, bit for bit
+            for image, picture, class_map in zip(batch, got[2], got[0]):
+                assert _compare(picture, draw(image, class_map, colors, draw_spec))[0] <= 1
