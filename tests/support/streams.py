@@ -1,6 +1,6 @@
 """Real video streams on 127.0.0.1 for the source and output tests: free ports, waiting until a receiver
 listens, sending frames with PyAV as a camera or encoder would, receiving a stream and counting its frames,
-and small video files."""
+small video files, and an RTSP server that stops reading."""
 
 from __future__ import annotations
 
@@ -143,3 +143,77 @@ def count_frames(path) -> tuple[int, Fraction, tuple[int, int], str]:
         stream = container.streams.video[0]
         count = sum(1 for _ in container.decode(stream))
         return count, stream.average_rate, (stream.width, stream.height), stream.codec_context.name
+
+
+class StallingRTSP:
+    """An RTSP server on 127.0.0.1 that takes a stream's set-up (OPTIONS, ANNOUNCE, SETUP, RECORD) and then
+    reads none of the stream, as a server that hangs would: the sender's data piles up in the connection
+    until its writes block. ``recording`` is set once the set-up is answered."""
+
+    def __init__(self):
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, soon full
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.recording = threading.Event()
+        self.conn: socket.socket | None = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.server.getsockname()[1]
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        self.conn = conn
+        data = b""
+        while not self.recording.is_set():
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            request, *lines = head.decode().split("\r\n")
+            headers = dict(line.split(": ", 1) for line in lines if ": " in line)
+            while len(data) < int(headers.get("Content-Length", 0)):  # ANNOUNCE's SDP
+                data += conn.recv(4096)
+            data = data[int(headers.get("Content-Length", 0)):]
+            method = request.split()[0]
+            reply = ["RTSP/1.0 200 OK", f"CSeq: {headers['CSeq']}"]
+            if method == "OPTIONS":
+                reply.append("Public: ANNOUNCE, SETUP, RECORD, TEARDOWN")
+            if method == "SETUP":
+                reply += [f"Transport: {headers['Transport']}", "Session: 1234"]
+            conn.sendall(("\r\n".join(reply) + "\r\n\r\n").encode())
+            if method == "RECORD":
+                self.recording.set()  # and from now on, nothing is read
+
+    def unsent(self) -> int:
+        """Bytes the sender has written that the connection cannot deliver (its send queue, from
+        /proc/net/tcp): they pile up once this server's window is full."""
+        if self.conn is None:
+            return 0
+        sender = f"0100007F:{self.conn.getpeername()[1]:04X} 0100007F:{self.port:04X}"
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if f"{fields[1]} {fields[2]}" == sender:
+                return int(fields[4].split(":")[0], 16)
+        return 0
+
+    def wait_stalled(self, timeout: float = 60.0) -> None:
+        """Wait until the sender's unsent data has piled up and stopped growing: its writes block."""
+        deadline = time.monotonic() + timeout
+        last, steady = 0, 0
+        while steady < 10:  # the same for 10 looks in a row, 0.05 s apart
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the sender never stalled ({last} bytes unsent)")
+            time.sleep(0.05)
+            unsent = self.unsent()
+            steady = steady + 1 if unsent == last and unsent > 0 else 0
+            last = unsent
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.server.close()
