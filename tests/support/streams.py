@@ -53,24 +53,28 @@ def frame_picture(i: int, width: int = 96, height: int = 64) -> np.ndarray:
 
 
 def send(url: str, container: str, frames: int, rate: int = 25, pace: bool = True, size=(96, 64),
-         options: dict | None = None, gop: int = 5) -> None:
-    """Encode ``frames`` pictures as H.264 and send them to ``url`` in ``container`` (mpegts, rtp_mpegts,
-    rtsp), paced at ``rate`` like a camera when ``pace``."""
+         options: dict | None = None, gop: int = 5, join: int = 0) -> None:
+    """Encode ``frames`` pictures as H.264 (a keyframe every ``gop`` frames, and no others) and send them to
+    ``url`` in ``container`` (mpegts, rtp, rtp_mpegts, rtsp), paced at ``rate`` like a camera when ``pace``.
+    ``join``: the first frame sent, as a receiver that joins late sees the stream (those before it are
+    encoded, not sent)."""
     import av
 
     with av.open(url, "w", format=container, options=options or {}) as out:
         stream = out.add_stream("libx264", rate=rate)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        stream.options = {"tune": "zerolatency", "preset": "ultrafast", "g": str(gop)}
+        stream.options = {"tune": "zerolatency", "preset": "ultrafast",
+                          "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
         start = time.monotonic()
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(frame_picture(i, *size), format="rgb24")
             frame.pts = i
             for packet in stream.encode(frame):
-                out.mux(packet)
-            if pace:
-                time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
+                if i >= join:
+                    out.mux(packet)
+            if pace and i >= join:
+                time.sleep(max(0.0, start + (i + 1 - join) / rate - time.monotonic()))
         for packet in stream.encode():
             out.mux(packet)
 
@@ -133,6 +137,56 @@ def make_video(path: Path, frames: int, rate: str | int = 25, size=(96, 64), col
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def h264_ts(frames: int, gop: int, rate: int = 25, size=(96, 64)) -> bytes:
+    """``frames`` pictures (``frame_picture``) as H.264 in MPEG-TS, in memory: a keyframe every ``gop`` frames
+    and none between (no scene cuts), parameter sets with each keyframe only, as cameras send them."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"tune": "zerolatency", "preset": "ultrafast",
+                          "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(frame_picture(i, *size), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return buffer.getvalue()
+
+
+#: The PID of the first stream FFmpeg's MPEG-TS muxer writes (``mpegts_start_pid``).
+TS_VIDEO_PID = 0x100
+
+
+def ts_frame_starts(ts: bytes) -> list[int]:
+    """Where each frame's PES packet starts in MPEG-TS bytes: the offsets of the video's TS packets that
+    start a payload."""
+    return [at for at in range(0, len(ts), 188)
+            if ((ts[at + 1] & 0x1F) << 8 | ts[at + 2]) == TS_VIDEO_PID and ts[at + 1] & 0x40]
+
+
+def send_udp(data: bytes, port: int, seconds: float) -> None:
+    """``data`` (MPEG-TS) to udp://127.0.0.1:PORT in datagrams of 7 TS packets, as cameras send it, spread
+    evenly over ``seconds``."""
+    chunks = [data[at:at + 7 * 188] for at in range(0, len(data), 7 * 188)]
+    start = time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i, chunk in enumerate(chunks):
+            sock.sendto(chunk, ("127.0.0.1", port))
+            time.sleep(max(0.0, start + (i + 1) * seconds / len(chunks) - time.monotonic()))
+
+
+def nearest_frame(picture: np.ndarray, frames: int, size=(96, 64)) -> int:
+    """Which of ``frame_picture(0..frames-1)`` a decoded ``picture`` is (the one it differs least from)."""
+    return min(range(frames),
+               key=lambda i: np.abs(picture.astype(int) - frame_picture(i, *size).astype(int)).mean())
 
 
 def count_frames(path) -> tuple[int, Fraction, tuple[int, int], str]:
