@@ -52,6 +52,8 @@ LIMITS: dict[str, tuple[float | None, str]] = {
     "SEGNET_URL_IMAGE_DEADLINE": (60, "seconds for fetching one image URL, every byte included"),
     "SEGNET_MAX_OPEN_SOURCES": (16, "videos, cameras and streams of a list read at once (the other files wait "
                                 "their turn)"),
+    "SEGNET_KEYFRAME_WAIT": (60, "seconds a live stream joined between keyframes may send what cannot be decoded "
+                             "before its first keyframe"),
 }
 
 

@@ -34,7 +34,7 @@ from ..util import redact
 from .events import SourceEnded
 from .inputs import InputKind, fetch_image
 from .job import Job, timed, write_picture
-from .outputs import FrameOutput, VideoFile, without_existing
+from .outputs import FrameOutput, NetworkStream, VideoFile, without_existing
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +415,8 @@ class FrameFeeds:
         """Ctrl-C, SIGTERM or an error: readers stop. A live source has no end, so stopping it is how it ends:
         its output is finished properly. So is a file's when the run was ``interrupted`` (as ffmpeg keeps what
         it encoded): a playable partial video of the frames done, said in a status line; after an error, a
-        file's output is incomplete and removed."""
+        file's output is incomplete and removed. An interrupted network stream ends at once, its end sent only
+        if the receiver takes it within ``sending.STOP_GRACE``."""
         self.stop.set()
         with self.wake:
             self.wake.notify_all()
@@ -423,7 +424,9 @@ class FrameFeeds:
             if feed.output is None or feed.reported:
                 continue
             feed.reported = True
-            if feed.live or interrupted:
+            if interrupted and isinstance(feed.output, NetworkStream):
+                feed.output.abort()  # its end, if the receiver takes it at once: a stalled one holds nothing up
+            elif feed.live or interrupted:
                 try:
                     feed.output.close()
                 except SegnetError as exc:

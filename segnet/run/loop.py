@@ -106,29 +106,34 @@ class Runner:
         self.failed = self.done = 0
 
     def sink(self, job: Job) -> None:
-        """Every job, in input order, whichever executor ran it: its events and statistics."""
-        feed, options = self.feed, self.options
+        """Every job, in input order, whichever executor ran it: its events and statistics. A job the run
+        stops on (Ctrl-C, SIGTERM, an output that fails the run) is not done: the feed's ``abort`` ends the
+        outputs then, where ``done`` would finish them as if the source had ended (and wait on them)."""
         try:
-            if job.error is None:
-                feed.write_in_order(job)  # a video: its frames are encoded in order, here
-            if job.error is not None:
-                self.failed += 1
-                self.emit(ImageFailed(job.index, job.name, job.error))
-                return
-            self.done += 1
-            details = feed.details(job)
-            stats, data = job.table, job.record
-            if job.result is not None:
-                stats = job.result.stats() if options.stats and not options.stats_json else None
-                if self.records:
-                    data = stats_record(job.result, details["source"], details.get("frame"), details.get("time"))
-            if data is not None and self.log_file is not None:
-                self.log_file.write(data)
-            self.emit(ImageDone(job.index, job.name, job.target, job.result, stats, dict(job.times),
-                                record=data, **details))
+            self.report(job)
         finally:
             job.result = job.picture = None  # keep memory flat
-            feed.done(job)
+        self.feed.done(job)
+
+    def report(self, job: Job) -> None:
+        feed, options = self.feed, self.options
+        if job.error is None:
+            feed.write_in_order(job)  # a video: its frames are encoded in order, here
+        if job.error is not None:
+            self.failed += 1
+            self.emit(ImageFailed(job.index, job.name, job.error))
+            return
+        self.done += 1
+        details = feed.details(job)
+        stats, data = job.table, job.record
+        if job.result is not None:
+            stats = job.result.stats() if options.stats and not options.stats_json else None
+            if self.records:
+                data = stats_record(job.result, details["source"], details.get("frame"), details.get("time"))
+        if data is not None and self.log_file is not None:
+            self.log_file.write(data)
+        self.emit(ImageDone(job.index, job.name, job.target, job.result, stats, dict(job.times), record=data,
+                            **details))
 
     def started(self) -> Started:
         feed, segmenter, options = self.feed, self.segmenter, self.options

@@ -214,7 +214,8 @@ NETWORK = {"udp": "mpegts", "rtp": "rtp_mpegts", "rtsp": "rtsp"}
 
 class NetworkStream:
     """Frames encoded in order and sent as a stream: ``udp://HOST:PORT`` and ``rtp://HOST:PORT`` (MPEG-TS),
-    ``rtsp://HOST:PORT/PATH`` (pushed to an RTSP server). The receiver is reached with the first frame."""
+    ``rtsp://HOST:PORT/PATH`` (pushed to an RTSP server). The receiver is reached with the first frame, by a
+    process of its own (``sending.Sender``): a receiver that stops answering never holds up a signal."""
 
     in_order = True
 
@@ -234,31 +235,32 @@ class NetworkStream:
                                               options.bitrate, live=True)
         # rtsp muxes the same codecs as MPEG-TS holds
         video.check_writable(self.settings, "mpegts" if kind == "rtsp" else self.container, shown)
-        # a server that stops answering fails the output after STREAM_IO_TIMEOUT instead of hanging (and a
-        # signal, which waits for FFmpeg to return, is taken within that time)
+        # a server that stops answering fails the output after STREAM_IO_TIMEOUT instead of hanging
         self.options = {"rtsp_transport": "tcp", "timeout": str(STREAM_IO_TIMEOUT * 1_000_000)} if kind == "rtsp" \
             else {}
-        self.encoder: Any = None
+        self.sender: Any = None
 
     def target(self, frame: int) -> int:
         return frame
 
     def write(self, picture: np.ndarray, target: Any, pts: int | None) -> None:
-        from . import video
+        from .sending import Sender
 
         _colour_only(picture, self.name)
-        if self.encoder is None:
-            self.encoder = video.Encoder(self.url, self.container, self.rate or Fraction(25), self.settings,
-                                         self.options, name=self.name)
-        self.encoder.write(picture, pts)
+        if self.sender is None:
+            self.sender = Sender(self.url, self.container, self.rate or Fraction(25), self.settings, self.options,
+                                 self.name)
+        self.sender.write(picture, pts)
 
     def close(self) -> None:
-        if self.encoder is not None:
-            self.encoder.close()
+        """Wait for the end of the stream: the receiver takes it, or fails within STREAM_IO_TIMEOUT."""
+        if self.sender is not None:
+            self.sender.close()
 
     def abort(self) -> None:
-        if self.encoder is not None:
-            self.encoder.abort()
+        """End the stream at once (Ctrl-C, SIGTERM, an error): a receiver that answers gets its end."""
+        if self.sender is not None:
+            self.sender.abort()
 
 
 def _colour_only(picture: np.ndarray, name: str) -> None:

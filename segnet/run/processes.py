@@ -39,10 +39,8 @@ import pickle
 import queue
 import secrets
 import signal
-import sys
 import time
 import traceback
-import types
 from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing import shared_memory
@@ -53,6 +51,8 @@ import numpy as np
 from ..drawing import DrawSpec
 from ..errors import SegnetError
 from ..options import Options, check_processes, cores
+from . import children
+from .children import how_it_ended
 from .job import Job, draw_job, prepare_job, timed, timed_together, write_picture
 
 log = logging.getLogger(__name__)
@@ -85,23 +85,10 @@ def count(options: Options, images: int | None) -> int:
     return n
 
 
-def context():
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)  # imported once in the server, then forked: fast starts
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
 def prestart() -> None:
     """Start the fork server now (it imports segnet and Pillow in its own process), so that workers fork
     at once later: the runner calls this before it loads the network."""
-    ctx = context()
-    if ctx.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        with _without_main():
-            forkserver.ensure_running()
+    children.prestart(PRELOAD)
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, processes: int,
@@ -113,7 +100,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
 and the workers, and of this process alone."""
     batch_size = segmenter.batch_size
     depth = depth or max(DEPTH_PER_WORKER * processes, 2 * batch_size + processes)
-    ctx = context()
+    ctx = children.context(PRELOAD)
     results = ctx.Queue()
     stop = ctx.Event()
     detached = segmenter.detached()
@@ -129,8 +116,7 @@ and the workers, and of this process alone."""
             inbox = ctx.Queue()
             worker = ctx.Process(target=_work, args=(number, detached, drawing, inbox, results, stop),
                                  name=f"segnet-worker-{number}")
-            with _without_main():
-                worker.start()
+            children.start(worker)
             workers.append(worker)
             tasks.append(inbox)
         source = iter(jobs)
@@ -144,7 +130,7 @@ and the workers, and of this process alone."""
                     return
                 alive = [w for w in range(processes) if w not in dead]
                 if not alive:
-                    raise SegnetError(f"every worker process died ({_how(workers[0])}); the run cannot go on")
+                    raise SegnetError(f"every worker process died ({how_it_ended(workers[0])}); the run cannot go on")
                 w = min(alive, key=state.outstanding.__getitem__)
                 _send(tasks[w], ("load", job.index, job.load))
                 state.dispatch(job, w)
@@ -167,7 +153,7 @@ and the workers, and of this process alone."""
                     worker_cpu[number] = message[2]
                 if number not in dead:  # its images fail; the others go on
                     dead.add(number)
-                    lost = SegnetError(f"worker process {number} {_how(workers[number])} while this image was "
+                    lost = SegnetError(f"worker process {number} {how_it_ended(workers[number])} while this image was "
                                        "in it")
                     state.lose(number, lost)
                     _unlink_slots(workers[number].pid)
@@ -196,7 +182,7 @@ and the workers, and of this process alone."""
                 for job in batch:
                     w = state.owner[job.index]
                     if w in dead:
-                        job.error = job.error or SegnetError(f"worker process {w} {_how(workers[w])} while "
+                        job.error = job.error or SegnetError(f"worker process {w} {how_it_ended(workers[w])} while "
                                                              "this image was in it")
                         state.finished(job)
                     elif job.error is not None or drawing is None or job.target is None:
@@ -215,22 +201,6 @@ and the workers, and of this process alone."""
     main_cpu = time.process_time() - cpu_start
     return {"kind": "processes", "workers": processes, "cpu_seconds": main_cpu + sum(worker_cpu.values()),
             "main_cpu_seconds": main_cpu}
-
-
-@contextlib.contextmanager
-def _without_main():
-    """Start workers without the caller's main script. multiprocessing imports the parent's ``__main__`` in
-    every child it spawns (and in its fork server), so that objects defined there can be unpickled; the
-    workers need none (they run segnet's functions on segnet's objects), and a script that calls
-    ``segnet.run.run`` without an ``if __name__ == "__main__"`` guard would run again in each of them. While
-    a worker starts, ``__main__`` is a bare stand-in."""
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
 
 
 class _State:
@@ -338,14 +308,6 @@ def _get(results, workers: list, dead: set[int]) -> tuple:
             for number, worker in enumerate(workers):
                 if number not in dead and not worker.is_alive():
                     return ("died", number)
-
-
-def _how(worker) -> str:
-    """How a worker ended, for messages: "was killed (signal 9)", "stopped (exit code 1)"."""
-    code = worker.exitcode
-    if code is None:
-        return "stopped"
-    return f"was killed (signal {-code})" if code < 0 else f"stopped (exit code {code})"
 
 
 def _slot_prefix(pid: int) -> str:
@@ -503,7 +465,7 @@ def _work(number: int, segmenter, drawing: DrawSpec | None, inbox, results, stop
     stopping = []
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: this process decides
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))  # stop after the current task
-    _die_with_parent()
+    children.die_with_parent()
     parent = multiprocessing.parent_process()
     kept: dict[int, Any] = {}
     slots = _Slots()
@@ -557,21 +519,6 @@ def _work(number: int, segmenter, drawing: DrawSpec | None, inbox, results, stop
         results.put(("exit", number, time.process_time()))
         if stopping or (parent is not None and not parent.is_alive()):
             results.cancel_join_thread()  # nobody may read it any more: never block the exit on a full pipe
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM this worker when the process that forked it ends (the fork server, which ends with the
-    run's process), so that no worker outlives a killed run; SIGTERM lets it finish the task it runs. The
-    parent check in the loop covers other systems."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent ended before the call
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _picklable(error):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegnetError, UsageError, option
+from ..options import limit
 from ..util import atomic_path, describe_os_error, redact
+
+log = logging.getLogger(__name__)
 
 #: Video file extensions and the container PyAV writes for each (jetson writes mp4, mkv, avi and flv).
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi", ".webm": "webm",
@@ -148,11 +152,33 @@ class Reader:
 
     def _decode(self, stream) -> Iterator[tuple[Any, float]]:
         """The stream's frames, each with the seconds its packet took to decode; when reading stops with an
-        error (a live stream's timeout), the frames the decoder still holds come out first, then the error."""
+        error (a live stream's timeout), the frames the decoder still holds come out first, then the error.
+
+        A live stream joined between keyframes cannot be decoded until the next one (H.264 sends its
+        parameter sets with it): until the first frame, packets the decoder refuses are dropped, for at most
+        ``SEGNET_KEYFRAME_WAIT`` seconds."""
+        av = _av()
+        joining = self.live  # no frame decoded yet
+        dropped, since, wait = 0, 0.0, limit("SEGNET_KEYFRAME_WAIT") or 60
         try:
             for packet in self.container.demux(stream):
                 start = perf_counter()
-                frames = packet.decode()
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError:
+                    if not joining:
+                        raise
+                    since = since or start
+                    if start - since > wait:
+                        raise SegnetError(f"{self.name}: no keyframe within {wait:g} s (nothing before one can be "
+                                          "decoded); raise SEGNET_KEYFRAME_WAIT") from None
+                    dropped += 1
+                    continue
+                if joining and frames:
+                    joining = False
+                    if dropped:
+                        log.info("%s: joined between keyframes: %d packets before the first one dropped (%.1f s)",
+                                 self.name, dropped, start - since)
                 spent = (perf_counter() - start) / max(len(frames), 1)
                 for frame in frames:
                     yield frame, spent

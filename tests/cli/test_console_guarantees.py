@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import segnet.run
 from segnet.errors import UsageError
@@ -272,10 +275,13 @@ def test_more_live_sources_than_are_read_at_once_is_a_usage_error(net, tmp_path)
     assert checksums(listing) == before
 
 
-# -- item 7 (in part): an RTSP output to a server that never answers ------------------------------------
+# -- item 7: an RTSP output to a server that never answers ------------------------------------------------
 
 
-def test_a_stalled_rtsp_output_ends_on_sigterm_within_seconds(net, tmp_path):
+@pytest.mark.parametrize("signum, code, line", [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_stalled_rtsp_output_ends_on_a_signal_at_once(net, tmp_path, signum, code, line):
+    """The server takes the connection and never answers: the output stalls in its handshake, and the first
+    signal ends the run at once (not when FFmpeg's STREAM_IO_TIMEOUT gives up on the server)."""
     import signal
     import socket
     import subprocess
@@ -302,18 +308,133 @@ def test_a_stalled_rtsp_output_ends_on_sigterm_within_seconds(net, tmp_path):
                             stderr=subprocess.PIPE, text=True)
     assert connected.wait(120)
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signum))
     _, stderr = proc.communicate(timeout=60)
-    assert time.monotonic() - sent < 15, stderr
-    # the signal is taken once FFmpeg gives up on the silent server (STREAM_IO_TIMEOUT): whichever comes
-    # first ends the run in one line, the stalled output or the signal
-    last = stderr.strip().splitlines()[-1]
-    assert (proc.returncode, last) in ((143, "segnet-console: terminated"),
-                                       (1, f"segnet-console: error: cannot write {url.replace(f'user:{SECRET}@', '')}"
-                                           ": Invalid data found when processing input")), stderr
-    assert "Traceback" not in stderr
-    assert SECRET not in stderr and checksums(clip) == before
+    took = time.monotonic() - sent
     server.close()
+    print(f"{signum} to the end of the run: {took:.2f} s")
+    assert took < 3, stderr  # 5 s and more while the signal waited for FFmpeg's timeout
+    assert proc.returncode == code and stderr.strip().splitlines()[-1] == f"segnet-console: {line}", stderr
+    assert "Traceback" not in stderr and "error" not in stderr
+    assert SECRET not in stderr and checksums(clip) == before
+
+
+@pytest.mark.parametrize("signum, code, line", [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_an_rtsp_output_stalled_mid_stream_ends_on_a_signal_at_once(net, tmp_path, signum, code, line):
+    """The server takes the stream's set-up, then reads none of it: once the stream has filled the connection
+    and the output's writes block, the first signal ends the run at once, and the video another camera of
+    the run was writing is finished and kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server = streams.StallingRTSP()
+    url = f"rtsp://user:{SECRET}@127.0.0.1:{server.port}/live"
+    # a live source that never ends, of noise that does not compress, in frames (500 kB) each far larger than
+    # what the full connection still takes in a while: the connection is full in a moment, and a frame's write
+    # then lasts as long as the connection stays full
+    noise = "lavfi://color=c=gray:s=640x480:r=25,noise=alls=100:allf=t+u"
+    listing = tmp_path / "cams.txt"
+    listing.write_text(f"{noise} {url}\nlavfi://testsrc2=size=96x64:rate=25 kept.mp4\n")
+    before = checksums(listing)
+    proc = subprocess.Popen([sys.executable, "-m", "segnet", "--model", str(net), str(listing), "--bitrate",
+                             "100000000"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.recording.wait(120)
+        server.wait_stalled()
+        sent = time.monotonic()
+        proc.send_signal(getattr(signal, signum))
+        _, stderr = proc.communicate(timeout=60)  # for ever while the signal waited for the write to end
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+        server.close()
+    print(f"{signum} to the end of the run: {took:.2f} s")
+    assert took < 3, stderr
+    assert proc.returncode == code and stderr.strip().splitlines()[-1] == f"segnet-console: {line}", stderr
+    assert "Traceback" not in stderr and "error" not in stderr and SECRET not in stderr
+    frames, _, size, _ = streams.count_frames(tmp_path / "kept.mp4")
+    assert frames > 0 and size == (96, 64) and checksums(listing) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.txt", "kept.mp4"]  # no temporary file left
+
+
+# -- item 10: joining a live H.264 stream between keyframes ----------------------------------------------
+
+
+def join_between_keyframes(net, out: Path, env=None):
+    """segnet-console reading a camera's MPEG-TS over UDP, joined in the middle of a GOP: inside frame 5's PES,
+    the keyframes (and H.264's parameter sets, sent only with them) at frames 0, 50 and 100, sent in real time
+    so that frame 50 comes 1.8 s after the join, after the 1 s a live stream is probed for."""
+    import threading
+
+    ts = streams.h264_ts(150, gop=50)
+    starts = streams.ts_frame_starts(ts)
+    assert len(starts) == 150
+    join = (starts[5] + starts[6]) // 2 // 188 * 188  # a TS packet in the middle of frame 5
+    port = streams.free_port()
+
+    def camera():
+        streams.wait_listening(port)
+        streams.send_udp(ts[join:], port, seconds=145 / 25)
+
+    sender = threading.Thread(target=camera, daemon=True)
+    sender.start()
+    proc = run_cli("--model", net, f"udp://127.0.0.1:{port}", out, "--input-timeout", "2", "--alpha", "0",
+                   "--json", env=env)  # alpha 0: each picture is the frame as decoded
+    sender.join()
+    return proc
+
+
+def assert_started_at_the_next_keyframe(proc, out: Path) -> None:
+    """The run read frames 50 to 149 (the first written is frame 50) and ended as a live source ends."""
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr.lower(), proc.stderr
+    assert "no frame for 2 s: ended" in proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    pictures = sorted(out.iterdir())
+    assert len(pictures) == len(records) and records[0]["frame"] == 0
+    # the run may drop frames while it is busy (UDP on loopback seldom does), never the first
+    dropped = re.search(r"(\d+) dropped", proc.stderr)
+    decoded = len(records) + (int(dropped[1]) if dropped else 0)
+    assert 50 <= decoded <= 100, (len(records), proc.stderr)
+    assert streams.nearest_frame(np.asarray(Image.open(pictures[0]).convert("RGB")), 150) == 50
+
+
+def test_joining_a_live_h264_stream_between_keyframes_starts_at_the_next_keyframe(net, tmp_path):
+    """Nothing can be decoded before frame 50 (it failed at once: "cannot decode it (Invalid data found when
+    processing input)"): the run drops what comes before it, then reads the rest as any stream."""
+    proc = join_between_keyframes(net, tmp_path / "out")
+    assert "joined between keyframes" in proc.stderr
+    assert_started_at_the_next_keyframe(proc, tmp_path / "out")
+
+
+@pytest.mark.parametrize("container, codec", [("rtp", "h264"), ("rtp_mpegts", None)])
+def test_joining_an_rtp_h264_stream_between_keyframes_starts_at_the_next_keyframe(net, tmp_path, container,
+                                                                                   codec):
+    """H.264 over RTP, raw (as jetson sends it) and in MPEG-TS, joined at frame 5 of a 50-frame GOP."""
+    import threading
+
+    port = streams.free_port()
+
+    def camera():
+        streams.wait_listening(port)
+        streams.send(f"rtp://127.0.0.1:{port}", container, 150, gop=50, join=5)
+
+    sender = threading.Thread(target=camera, daemon=True)
+    sender.start()
+    flags = ["--input-codec", codec] if codec else []
+    proc = run_cli("--model", net, f"rtp://@:{port}", tmp_path / "out", "--input-timeout", "2", "--alpha", "0",
+                   "--json", *flags)
+    sender.join()
+    assert_started_at_the_next_keyframe(proc, tmp_path / "out")
+
+
+def test_a_stream_without_a_keyframe_in_time_is_a_one_line_error(net, tmp_path):
+    proc = join_between_keyframes(net, tmp_path / "out", env={"SEGNET_KEYFRAME_WAIT": "0.2"})
+    assert_one_line_error(proc, 1, "no keyframe within 0.2 s (nothing before one can be decoded); raise "
+                                   "SEGNET_KEYFRAME_WAIT")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 # -- item 8: an image URL that trickles ---------------------------------------------------------------------
