@@ -17,7 +17,7 @@ as jetson does; TensorRT 11 and TensorRT-RTX have no such flag, so the model is 
 ``fuse(spec, draw)`` builds (or finds in the cache) a second engine: the network inside ``backends/fused.py``'s
 graph in its TensorRT form, so that uint8 images go in and class maps, and with ``draw`` pictures, come out
 (``infer_images``, ``infer_pictures``: the onnxruntime backend's contract). Its key names the graph, so it never
-collides with the plain engine. Images larger than the engine's profile (``recipe.FUSED_MAX_SIDE``) are stretched
+collides with the plain engine. Images larger than the engine's profile (``recipe.fused_max_side``) are stretched
 on the CPU first, by the same indices, and their pictures drawn there.
 """
 
@@ -49,7 +49,7 @@ from .api import (
     version_problem,
 )
 from .builder import OPTIMIZATION_LEVEL, WORKSPACE
-from .recipe import FUSED_MAX_SIDE, BuiltEngine, EngineRecipe, NotFused, build_ahead, engines_for_gpu, recipe
+from .recipe import BuiltEngine, EngineRecipe, NotFused, build_ahead, engines_for_gpu, fused_max_side, recipe
 from .runner import EngineRunner, FusedRunner, load_engine
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class TensorRTBackend:
         colours and samples last given, else black ones), and the picture is dropped."""
         spec = self._fused_spec("infer_images needs the fused graph: call fuse first")
         h, w = images.shape[1:3]
-        if max(h, w) > FUSED_MAX_SIDE:  # beyond the profile: the same stretch here, then the identity
+        if max(h, w) > fused_max_side(self.batch_size):  # beyond the profile: the same stretch here, then the identity
             rows, cols = self._stretch(h, w)
             images = np.ascontiguousarray(images[:, rows][:, :, cols])
             h, w = spec.height, spec.width
@@ -181,7 +181,7 @@ class TensorRTBackend:
             raise SegnetError(f"the fused graph draws {self.draws} pictures, not {draw.kind}: "
                               "call fuse(spec, draw) again")
         h, w = images.shape[1:3]
-        if max(h, w) > FUSED_MAX_SIDE:
+        if max(h, w) > fused_max_side(self.batch_size):
             from ...drawing import draw as draw_picture
 
             maps, scores = self.infer_images(images)

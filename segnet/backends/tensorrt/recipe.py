@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,18 @@ from .api import (
 )
 from .builder import OPTIMIZATION_LEVEL, WORKSPACE, Shapes, engine_from_onnx
 
-#: The largest image height and width a fused engine's optimisation profile takes (4K UHD fits). TensorRT sizes
-#: an execution context's memory for the profile's largest shapes, so it is not 65535: a larger image is
-#: stretched on the CPU first, by the same indices, or drawn there (``TensorRTBackend.infer_images``).
-FUSED_MAX_SIDE = 4096
+#: The most image pixels a fused engine's optimisation profile takes in one batch: one 4096x4096 image (4K UHD
+#: fits), sides shrinking with the batch (``fused_max_side``). TensorRT sizes scratch and activation memory for the
+#: profile's largest shapes: TensorRT-RTX asked for 1.1 GB of workspace to build the overlay graph for 8 images of
+#: 4096x4096, more than the builder's 1 GiB. A larger image is stretched on the CPU first, by the same indices, or
+#: drawn there (``TensorRTBackend.infer_images``).
+FUSED_MAX_PIXELS = 4096 * 4096
+
+
+def fused_max_side(max_batch: int) -> int:
+    """The largest image height and width of a fused engine for batches of up to ``max_batch`` images: 4096 for
+    one, 2896 for 2, 2048 for 4, 1440 for 8 (a multiple of 16)."""
+    return math.isqrt(FUSED_MAX_PIXELS // max_batch) // 16 * 16
 
 
 class NotFused(SegnetError):
@@ -81,7 +90,7 @@ class EngineRecipe:
             settings += (("int8_copy", file_sha256(self.int8_copy)[:16]),)
         if self.fused is not None:  # plain engines keep their key; the graph names the file too
             settings += (("graph", self.graph), ("fused", dataclasses.asdict(self.fused)),
-                         ("image_sides", (1, FUSED_MAX_SIDE)))
+                         ("image_sides", (1, fused_max_side(self.batch_size))))
         return settings
 
     @property
@@ -182,7 +191,7 @@ class EngineRecipe:
 
 
 def fused_shapes(spec: FusedSpec, draws: str | None, max_batch: int) -> Shapes:
-    """The fused graph's optimisation profile: one image of 1x1 to ``max_batch`` images of ``FUSED_MAX_SIDE``
+    """The fused graph's optimisation profile: one image of 1x1 to ``max_batch`` images of ``fused_max_side``
     squared, optimised for ``max_batch`` images of the network's own size; the drawing's inputs follow the image
     (their shapes are ``draw_inputs``'s for those sizes)."""
 
@@ -194,7 +203,7 @@ def fused_shapes(spec: FusedSpec, draws: str | None, max_batch: int) -> Shapes:
         return found
 
     low, best, high = shapes(1, 1, 1), shapes(max_batch, spec.height, spec.width), \
-        shapes(max_batch, FUSED_MAX_SIDE, FUSED_MAX_SIDE)
+        shapes(max_batch, fused_max_side(max_batch), fused_max_side(max_batch))
     return {name: (low[name], best[name], high[name]) for name in low}
 
 

@@ -83,13 +83,13 @@ def test_tensorrt_fuses_by_default_and_gives_the_cpu_paths_class_maps(install, n
                 np.testing.assert_allclose(g.scores, w.scores, rtol=1e-5, atol=1e-5)
     parsed = record["parsed_model"]  # the TensorRT form: Gather never reads the uint8 image
     assert [n.op_type for n in parsed.graph.node][:2] == ["Cast", "Gather"]
-    assert record["profiles"][-1][IMAGE] == [[1, 1, 1, 3], [2, HEIGHT, WIDTH, 3], [2, 4096, 4096, 3]]
+    assert record["profiles"][-1][IMAGE] == [[1, 1, 1, 3], [2, HEIGHT, WIDTH, 3], [2, 2896, 2896, 3]]
     names = sorted(engines(network))
     assert len(names) == 2 and sum(".fused." in name for name in names) == 1  # the plain one, then the fused one
     fused_key = next(r["key"] for n, r in engines(network).items() if ".fused." in n)
     settings = dict(fused_key["builder_settings"])
     assert settings["graph"] == "fused" and settings["fused"]["num_classes"] == CLASSES
-    assert settings["image_sides"] == [1, 4096]
+    assert settings["image_sides"] == [1, 2896]  # 2 images of 2896x2896 at most: 4096x4096 pixels
 
 
 def test_a_second_run_loads_both_engines_from_the_cache(install, network):
@@ -121,7 +121,7 @@ def test_images_beyond_the_profile_are_stretched_and_drawn_on_the_cpu(install, n
     with segmenter(network, drawing=DrawSpec.of_kind("composite")) as fused:
         batch = batches()[1]
         want = fused.draw_batch(batch)
-        monkeypatch.setattr(trt_backend, "FUSED_MAX_SIDE", max(batch.shape[1:3]) - 1)
+        monkeypatch.setattr(trt_backend, "fused_max_side", lambda max_batch: max(batch.shape[1:3]) - 1)
         got = fused.draw_batch(batch)
         for (r, picture), (w, expected) in zip(got, want):
             assert (r.class_map == w.class_map).all() and (picture == expected).all()
