@@ -18,6 +18,7 @@ PROG = "segnet-build-engine"
 EPILOG = """\
 examples:
   segnet-build-engine                                          the default network, FP16
+  segnet-build-engine --fuse=off                               its network's engine only
   segnet-build-engine --network=fcn-resnet18-cityscapes-1024x512 --batch-size=8
   segnet-build-engine --model=net.onnx --precision=fp32 --engine-cache=engines/
   segnet-build-engine --tensorrt-flavour=tensorrt_rtx --target=sm89,sm120
