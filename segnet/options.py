@@ -335,8 +335,8 @@ class Options:
                            BACKEND, "N")
     fuse: str = _option("auto", choice(*FUSE_MODES), "pre-processing and the class map inside the network's "
                         "graph, run by the backend with the network (the uint8 image goes in, the class map "
-                        "comes out): on, off, or auto (default: on for onnxruntime's CUDA provider)", BACKEND,
-                        "MODE")
+                        "comes out): on, off, or auto (default: on for onnxruntime's CUDA provider and TensorRT)",
+                        BACKEND, "MODE")
     # what the model wants (also from segnet.json beside the model)
     input_layout: str | None = _option(None, optional(choice(*LAYOUTS, upper=True)), "NCHW or NHWC (default: "
                                        "the axis of size 3)", FORMAT, "LAYOUT")

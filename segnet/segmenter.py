@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from .options import Options, check_input_pixels, max_input_pixels
 from .options import visualize as check_visualize
 from .preprocess import prepare as prepare_input
 from .zoo.resolve import locate
+
+if TYPE_CHECKING:
+    from .backends.fused import FusedSpec
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,23 @@ class Prepared:
     rgb: np.ndarray
     tensor: np.ndarray
     region: tuple[float, float, float, float] | None = None
+
+
+def fused_graphs(options: Options) -> list[tuple[FusedSpec, str | None]]:
+    """The fused graphs a run with ``options`` asks of a backend on a GPU, as ``(spec, kind of picture drawn or
+    None)``: pre-processing and class map (a library call, a short run, a video), then with the picture of
+    ``options.visualize`` where the graph can draw it (a run of many image files). None where ``options.fuse``
+    is off or the model's format keeps its pre-processing on the CPU. ``segnet-build-engine`` builds their
+    TensorRT engines ahead of time; the model is read with onnxruntime on the CPU."""
+    if options.fuse == "off":
+        return []
+    probe = Options.create(options, backend="onnxruntime", precision="fp32", fuse="off", batch_size=1)
+    with Segmenter(options=probe) as segmenter:
+        if segmenter._cannot_fuse() is not None:
+            return []
+        spec = segmenter.fused_spec()
+        kind = DrawSpec.of_options(options).kind
+        return [(spec, None), *([(spec, kind)] if segmenter._draws_in_graph() else [])]
 
 
 class Segmenter:
@@ -187,18 +207,33 @@ class Segmenter:
                 raise UsageError(f"{option('fuse', 'on')}: {reason}; use {option('fuse', 'off')}")
             log.debug("pre-processing stays on the CPU: %s", reason)
             return False
+        # the picture too, where the graph runs on a device (on the CPU numpy draws faster: BENCHMARKS.md)
+        on_device = self.backend.on_cuda or (mode == "on" and self.options.image_codec == "gpu")
+        draw = self.drawing if self.drawing is not None and on_device and self._draws_in_graph() else None
+        try:
+            self.backend.fuse(self.fused_spec(), draw)
+        except SegnetError as exc:
+            if mode == "on":
+                raise
+            log.info("pre-processing stays on the CPU: %s", exc)  # the backend runs the network's own graph
+            return False
+        self.draws_on_device = draw is not None
+        return True
+
+    def fused_spec(self) -> FusedSpec:
+        """What the fused graph does around this network: its input size and layout, the normalisation, the
+        classes and the ignored one."""
         from .backends.fused import FusedSpec
 
         f = self.format
+        if self.input_size is None:
+            raise UsageError(f"the model's input size is symbolic (give {option('input_size', '512x256')})")
         w, h = self.input_size
-        spec = FusedSpec(w, h, f.mean, f.std, bool(f.bgr), self.input_layout, self.num_classes, self.ignore_index)
-        # the picture too, where the graph runs on a device (on the CPU numpy draws faster: BENCHMARKS.md)
-        on_device = self.backend.on_cuda or (mode == "on" and self.options.image_codec == "gpu")
-        draw = self.drawing if self.drawing is not None and on_device \
-            and self.format.resize == "nearest" and None not in self.backend.output.shape[2:] else None
-        self.backend.fuse(spec, draw)
-        self.draws_on_device = draw is not None
-        return True
+        return FusedSpec(w, h, f.mean, f.std, bool(f.bgr), self.input_layout, self.num_classes, self.ignore_index)
+
+    def _draws_in_graph(self) -> bool:
+        """The fused graph can draw this network's pictures (the nearest stretch, a fixed class grid)."""
+        return self.format.resize == "nearest" and None not in self.backend.output.shape[2:]
 
     def _cannot_fuse(self) -> str | None:
         f = self.format

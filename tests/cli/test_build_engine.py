@@ -46,7 +46,7 @@ def build(*args):
 
 
 def test_builds_the_portable_engine_into_the_cache_then_finds_it(rtx, network, tmp_path):
-    proc = build("--model", network, "--precision", "fp32", "--engine-cache", tmp_path / "engines")
+    proc = build("--model", network, "--precision", "fp32", "--engine-cache", tmp_path / "engines", "--fuse", "off")
     assert proc.returncode == 0, proc.stderr
     summary, path = proc.stdout.splitlines()
     assert summary.startswith("built in ") and summary.endswith(" MB")
@@ -54,14 +54,31 @@ def test_builds_the_portable_engine_into_the_cache_then_finds_it(rtx, network, t
            "sm121), " in summary
     assert path.startswith(str(tmp_path / "engines" / "fcn_resnet18.onnx.fp32.rtx1.7.1.116.portable."))
     assert proc.stderr.startswith("segnet: building FP32 TensorRT-RTX 1.7.1.116 engine for every GPU")
-    again = build("--model", network, "--precision", "fp32", "--engine-cache", tmp_path / "engines")
+    again = build("--model", network, "--precision", "fp32", "--engine-cache", tmp_path / "engines", "--fuse", "off")
     assert again.returncode == 0 and again.stdout.splitlines() == [summary.replace(
         summary[:summary.index(":")], "already in the cache"), path]
     assert rtx["builds"] == 1
 
 
+def test_the_fused_engines_a_run_on_a_gpu_loads_are_built_too(rtx, network, tmp_path):
+    proc = build("--model", network, "--precision", "fp32", "--engine-cache", tmp_path, "--visualize", "mask")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 6 and rtx["builds"] == 3
+    assert ", with pre-processing, class map in the graph, " in lines[2]
+    assert ", with pre-processing, class map and mask drawing in the graph, " in lines[4]
+    names = [Path(line).name for line in lines[1::2]]
+    assert [name.split(".rtx")[0] for name in names] == ["fcn_resnet18.onnx.fp32", "fcn_resnet18.onnx.fp32.fused",
+                                                         "fcn_resnet18.onnx.fp32.fused-mask"]
+    assert rtx["profiles"][0]["segnet_image"][2] == [1, 4096, 4096, 3]  # the last one built: the mask's
+    again = build("--model", network, "--precision", "fp32", "--engine-cache", tmp_path, "--visualize", "mask")
+    assert [line.split(":")[0] for line in again.stdout.splitlines()[::2]] == ["already in the cache"] * 3
+    assert again.stdout.splitlines()[1::2] == lines[1::2] and rtx["builds"] == 3
+
+
 def test_targets_and_batch_size_make_their_own_engine(rtx, network, tmp_path):
-    proc = build("--model", network, "--target", "sm120,sm89", "--batch-size", "4", "--engine-cache", tmp_path)
+    proc = build("--model", network, "--target", "sm120,sm89", "--batch-size", "4", "--engine-cache", tmp_path,
+                 "--fuse", "off")
     assert proc.returncode == 0, proc.stderr
     assert ": FP16 TensorRT-RTX 1.7.1.116 engine for sm89, sm120, " in proc.stdout
     assert ".fp16-model.rtx1.7.1.116.sm89-sm120." in proc.stdout.splitlines()[1]
@@ -95,7 +112,7 @@ def test_help_lists_the_network_and_engine_options_only():
     proc = build("--help")
     assert proc.returncode == 0
     for flag in ("--network", "--model", "--labels", "--precision", "--batch-size", "--engine-cache",
-                 "--tensorrt-flavour", "--target"):
+                 "--tensorrt-flavour", "--target", "--fuse", "--visualize", "--ignore-class", "--mean"):
         assert flag in proc.stdout, flag
     for flag in ("--backend", "--threads", "--alpha", "--workers"):
         assert flag not in proc.stdout, flag
@@ -135,7 +152,8 @@ def test_calibrate_on_too_few_images_is_one_usage_line(network, tmp_path):
 
 
 def test_calibrate_and_precision_int8_build_the_engine_from_the_qdq_copy(rtx, network, tmp_path):
-    proc = build("--model", network, "--calibrate", IMAGES, "--precision", "int8", "--engine-cache", tmp_path)
+    proc = build("--model", network, "--calibrate", IMAGES, "--precision", "int8", "--engine-cache", tmp_path,
+                 "--fuse", "off")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 6 and lines[4].startswith("built in ")
@@ -145,13 +163,14 @@ def test_calibrate_and_precision_int8_build_the_engine_from_the_qdq_copy(rtx, ne
     ops = {n.op_type for n in rtx["parsed_model"].graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # explicit quantization: what TensorRT fuses
     # a later build finds it; a new calibration is a new engine (its key holds the copy's hash)
-    again = build("--model", network, "--precision", "int8", "--engine-cache", tmp_path)
+    again = build("--model", network, "--precision", "int8", "--engine-cache", tmp_path, "--fuse", "off")
     assert again.returncode == 0 and again.stdout.splitlines()[1] == lines[5] and rtx["builds"] == 1
     fewer = tmp_path / "fewer"
     fewer.mkdir()
     for image in sorted(IMAGES.iterdir())[:8]:
         (fewer / image.name).write_bytes(image.read_bytes())
-    other = build("--model", network, "--calibrate", fewer, "--precision", "int8", "--engine-cache", tmp_path)
+    other = build("--model", network, "--calibrate", fewer, "--precision", "int8", "--engine-cache", tmp_path,
+                  "--fuse", "off")
     assert other.returncode == 0 and other.stdout.splitlines()[5] != lines[5] and rtx["builds"] == 2
 
 

@@ -94,6 +94,8 @@ TRT_API = {
         "TensorIOMode.INPUT": None,
         "DataType.FLOAT": None,
         "DataType.HALF": None,
+        "DataType.UINT8": None,
+        "DataType.INT64": None,
     },
     "10": {
         "BuilderFlag.FP16": None,

@@ -11,6 +11,9 @@ from ...errors import SegnetError, option
 from . import engine_cache as cache
 from .api import api_path, created, first_error, product
 
+#: An optimisation profile's (min, opt, max) shape per input name.
+Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
 WORKSPACE = 1 << 30  # bytes of scratch GPU memory the builder may use per layer
 OPTIMIZATION_LEVEL = 3  # TensorRT's default: level 5 builds much longer for little gain on a CNN
 
@@ -19,15 +22,17 @@ def engine_from_onnx(trt, logger, onnx_path: str | Path, *, fp16_flag: bool, int
                      workspace: int = WORKSPACE,
                      optimization_level: int = OPTIMIZATION_LEVEL, timing_cache_path: Path | None = None,
                      model: bytes | None = None, max_batch: int = 1,
-                     targets: tuple[tuple[int, int], ...] = ()) -> bytes:
+                     targets: tuple[tuple[int, int], ...] = (), shapes: Shapes | None = None) -> bytes:
     """Parse the ONNX file into an explicit-batch network and build a serialized engine. ``fp16_flag`` sets the
     TensorRT 10 builder flag (on 11 and TensorRT-RTX the model itself must be FP16); ``int8_flag``, for a QDQ
     model (explicit quantization), sets TensorRT 10's INT8 flag (11 and TensorRT-RTX take the Q/DQ nodes as they
     are). The shared timing cache at
     ``timing_cache_path`` seeds the build and receives what it measured (TensorRT 10/11; TensorRT-RTX has none).
     ``model``: the serialized model to parse instead of the file (``onnx_path`` still names it in errors);
-    ``max_batch``: the largest batch the optimisation profile of a dynamic batch axis allows; ``targets``: the
-    compute capabilities a TensorRT-RTX engine is built for (empty: its portable default)."""
+    ``max_batch``: the largest batch the optimisation profile of a dynamic batch axis allows; ``shapes``: the
+    profile's (min, opt, max) shape of each input with other dynamic sizes (the fused graph's image and drawing
+    inputs); ``targets``: the compute capabilities a TensorRT-RTX engine is built for (empty: its portable
+    default)."""
     path = api_path(trt)
     builder = created(trt, lambda: trt.Builder(logger), logger, "builder")
     network = builder.create_network(0)  # explicit batch: the only kind in 10 (no flag needed), 11 and RTX
@@ -50,7 +55,7 @@ def engine_from_onnx(trt, logger, onnx_path: str | Path, *, fp16_flag: bool, int
     elif targets:
         raise SegnetError(f"{product(trt)} builds for the GPU it runs on; compute-capability targets are for "
                           "TensorRT-RTX")
-    _batch_profile(trt, logger, builder, network, config, max_batch)
+    _profile(trt, logger, builder, network, config, max_batch, shapes or {})
     if path == "rtx":
         timing_cache_path = None  # TensorRT-RTX's timing-cache calls are deprecated no-ops
     if timing_cache_path:
@@ -104,21 +109,27 @@ def _targets_rtx(trt, config, targets: tuple[tuple[int, int], ...]) -> None:
             raise SegnetError(f"{product(trt)} cannot build for compute capability {target[0]}.{target[1]}")
 
 
-def _batch_profile(trt, logger, builder, network, config, max_batch: int = 1) -> None:
-    """A model with a dynamic batch dimension gets an optimisation profile of batch 1 to ``max_batch``,
-    optimised for ``max_batch``; TensorRT's verdict on the profile is checked (-1: invalid)."""
+def _profile(trt, logger, builder, network, config, max_batch: int = 1, shapes: Shapes | None = None) -> None:
+    """The one optimisation profile: an input with a dynamic batch dimension only gets batch 1 to ``max_batch``,
+    optimised for ``max_batch``; an input with other dynamic sizes gets its ``shapes`` entry, without which it
+    is refused. TensorRT's verdict on the profile is checked (-1: invalid)."""
     profile = None
     inputs = []
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         shape = tuple(tensor.shape)
-        if -1 in shape[1:]:
+        if -1 not in shape:
+            continue
+        if shapes and tensor.name in shapes:
+            low, best, high = shapes[tensor.name]
+        elif -1 in shape[1:]:
             raise SegnetError(f"input '{tensor.name}' has shape {list(shape)}; only the batch may be dynamic")
-        if shape and shape[0] == -1:
-            profile = profile or builder.create_optimization_profile()
-            one, most = (1, *shape[1:]), (max_batch, *shape[1:])
-            profile.set_shape(tensor.name, one, most, most)
-            inputs.append(tensor.name)
+        else:
+            low, best = (1, *shape[1:]), (max_batch, *shape[1:])
+            high = best
+        profile = profile or builder.create_optimization_profile()
+        profile.set_shape(tensor.name, low, best, high)
+        inputs.append(tensor.name)
     if profile is None and max_batch > 1:
         raise SegnetError(f"the model has no input with a dynamic batch axis for {option('batch_size', max_batch)}")
     if profile is not None:

@@ -62,13 +62,16 @@ class EngineKey:
 
     def engine_name(self, model_path: str | Path) -> str:
         """Readable, then unique: ``fcn_resnet18.onnx.fp16-flag.trt10.16.1.11.sm90.<digest>.engine``,
-        ``fcn_resnet18.onnx.fp16-model.rtx1.7.1.116.portable.<digest>.engine``."""
+        ``fcn_resnet18.onnx.fp16-model.rtx1.7.1.116.portable.<digest>.engine``; an engine of the fused graph
+        says so after the precision: ``fcn_resnet18.onnx.fp32.fused-overlay.rtx1.7.1.116.portable.<digest>.engine``."""
         return f"{self.name_prefix(model_path)}{self.targets_tag()}.{self.digest()}.engine"
 
     def name_prefix(self, model_path: str | Path) -> str:
         """The part of the engine name that the targets and digest follow."""
         tag = "rtx" if self.flavour == "tensorrt_rtx" else "trt"
-        return f"{Path(model_path).name}.{self.precision}.{tag}{self.tensorrt_version}."
+        graph = dict(self.builder_settings).get("graph")  # absent: the network's own graph
+        graph_part = f"{graph}." if graph else ""
+        return f"{Path(model_path).name}.{self.precision}.{graph_part}{tag}{self.tensorrt_version}."
 
     def targets_tag(self) -> str:
         return "-".join(f"sm{a}{b}" for a, b in self.targets) or "portable"

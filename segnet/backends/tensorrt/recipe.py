@@ -1,23 +1,28 @@
 """Which engine a model needs, and how to make it: its key, its file in the cache, its build (the FP16 copy or the
-calibrated INT8 QDQ copy, the batch axis, the compute-capability targets). The backend uses it to build on first
-use for the GPU it runs on; ``build_ahead`` uses it to build before any run, for given targets on a machine without
-a GPU (TensorRT-RTX) or for this machine's GPU (TensorRT 10/11), loading nothing. Both arrive at the same key, so
-a later run finds the engine built ahead of time."""
+calibrated INT8 QDQ copy, the batch axis, the compute-capability targets, and for a fused engine the
+pre-processing, class map and drawing around the network: ``fused.py``'s graph in its TensorRT form, with an
+optimisation profile for the image sizes). The backend uses it to build on first use for the GPU it runs on;
+``build_ahead`` uses it to build before any run, for given targets on a machine without a GPU (TensorRT-RTX) or
+for this machine's GPU (TensorRT 10/11), loading nothing. Both arrive at the same key, so a later run finds the
+engine built ahead of time."""
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...drawing import DrawSpec
 from ...errors import SegnetError, UsageError, option
 from ...options import Options
 from ...util import file_sha256
 from .. import fp16, int8
 from ..base import check_contract, onnx_io
+from ..fused import IMAGE, FusedSpec, draw_inputs
 from . import engine_cache as cache
 from .api import (
     PORTABLE,
@@ -31,7 +36,24 @@ from .api import (
     sm,
     version_problem,
 )
-from .builder import OPTIMIZATION_LEVEL, WORKSPACE, engine_from_onnx
+from .builder import OPTIMIZATION_LEVEL, WORKSPACE, Shapes, engine_from_onnx
+
+#: The most image pixels a fused engine's optimisation profile takes in one batch: one 4096x4096 image (4K UHD
+#: fits), sides shrinking with the batch (``fused_max_side``). TensorRT sizes scratch and activation memory for the
+#: profile's largest shapes: TensorRT-RTX asked for 1.1 GB of workspace to build the overlay graph for 8 images of
+#: 4096x4096, more than the builder's 1 GiB. A larger image is stretched on the CPU first, by the same indices, or
+#: drawn there (``TensorRTBackend.infer_images``).
+FUSED_MAX_PIXELS = 4096 * 4096
+
+
+def fused_max_side(max_batch: int) -> int:
+    """The largest image height and width of a fused engine for batches of up to ``max_batch`` images: 4096 for
+    one, 2896 for 2, 2048 for 4, 1440 for 8 (a multiple of 16)."""
+    return math.isqrt(FUSED_MAX_PIXELS // max_batch) // 16 * 16
+
+
+class NotFused(SegnetError):
+    """The engine is one whose arithmetic the fused graph cannot keep (TensorRT 10's FP16 flag)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,8 @@ class EngineRecipe:
     gpu_name: str  # TensorRT 10/11: the GPU it is built on; TensorRT-RTX: ""
     targets: tuple[tuple[int, int], ...]  # compute capabilities; TensorRT-RTX: () is its portable default
     int8_copy: Path | None = None  # "int8-qdq": the calibrated QDQ copy it is built from (explicit quantization)
+    fused: FusedSpec | None = None  # the fused graph around the network (None: the network's own graph)
+    draws: str | None = None  # the kind of picture the fused graph draws (None: none)
 
     @property
     def settings(self) -> tuple[tuple[str, object], ...]:
@@ -64,7 +88,33 @@ class EngineRecipe:
             settings += (("fp16_converter", f"{fp16.CONVERTER} {fp16.converter_version()}"),)
         if self.int8_copy is not None:  # a new calibration is a new engine
             settings += (("int8_copy", file_sha256(self.int8_copy)[:16]),)
+        if self.fused is not None:  # plain engines keep their key; the graph names the file too
+            settings += (("graph", self.graph), ("fused", dataclasses.asdict(self.fused)),
+                         ("image_sides", (1, fused_max_side(self.batch_size))))
         return settings
+
+    @property
+    def graph(self) -> str:
+        """``"network"``, ``"fused"`` (pre-processing and class map around it) or ``"fused-overlay"`` (and the
+        drawing of that kind of picture)."""
+        if self.fused is None:
+            return "network"
+        return "fused" if self.draws is None else f"fused-{self.draws}"
+
+    @property
+    def can_fuse(self) -> bool:
+        """Whether the fused graph keeps its arithmetic in this engine: TensorRT 10's FP16 builder flag lets
+        TensorRT run any layer in FP16, pre-processing and drawing included (TensorRT 11 and TensorRT-RTX
+        follow the graph's own types)."""
+        return self.precision != "fp16-flag"
+
+    def with_graph(self, fused: FusedSpec | None, draws: str | None = None) -> EngineRecipe:
+        """This engine with ``fused``'s graph around the network (drawing ``draws``), or without (None)."""
+        if fused is not None and not self.can_fuse:
+            raise NotFused(f"the {self.describe()} is built with TensorRT 10's FP16 flag, which would run the "
+                              "fused pre-processing and drawing in FP16 too: they stay on the CPU (precision fp32 "
+                              "or int8, or TensorRT 11, fuse them)")
+        return dataclasses.replace(self, fused=fused, draws=None if fused is None else draws)
 
     @property
     def key(self) -> cache.EngineKey:
@@ -92,7 +142,14 @@ class EngineRecipe:
         first = {"fp16-model": " (converted to an FP16 model first)",
                  "int8-qdq": " (its calibrated INT8 QDQ copy)"}.get(self.precision, "")
         once = " — once" if api_path(self.trt) == "rtx" else " — once, takes a minute or two"
-        return f"building {self.describe()} from {self.model_path}{first}{once}"
+        return f"building {self.describe()} from {self.model_path}{first}{self.graph_words()}{once}"
+
+    def graph_words(self) -> str:
+        """``, with pre-processing, class map and overlay drawing in the graph``, or nothing."""
+        if self.fused is None:
+            return ""
+        drawing = "" if self.draws is None else f" and {self.draws} drawing"
+        return f", with pre-processing, class map{drawing} in the graph"
 
     def build(self) -> bytes:
         """Parse and build: the serialized engine."""
@@ -101,7 +158,11 @@ class EngineRecipe:
             onnx_path = fp16.fp16_model(self.model_path, self.folder, self.model_sha256,
                                         input_blob=self.input_name, output_blob=self.output_name)
         model = None
-        if self.batch_size > 1:  # a model exported with batch 1 gets a symbolic batch axis
+        shapes = None
+        if self.fused is not None:  # the batch axis becomes symbolic too
+            model = self.fused_graph(onnx_path, self.fused)
+            shapes = fused_shapes(self.fused, self.draws, self.batch_size)
+        elif self.batch_size > 1:  # a model exported with batch 1 gets a symbolic batch axis
             from ..onnxruntime import dynamic_batch
 
             model = dynamic_batch(onnx_path, self.input_name, self.output_name)
@@ -112,10 +173,38 @@ class EngineRecipe:
                                 int8_flag=self.precision == "int8-qdq",
                                 workspace=self.workspace, optimization_level=self.optimization_level,
                                 timing_cache_path=timing, model=model, max_batch=self.batch_size,
-                                targets=self.targets if api_path(self.trt) == "rtx" else ())
+                                targets=self.targets if api_path(self.trt) == "rtx" else (), shapes=shapes)
+
+    def fused_graph(self, onnx_path: Path, spec: FusedSpec) -> bytes:
+        """The model at ``onnx_path`` inside ``fused.py``'s graph of ``spec``, in the form TensorRT's parser
+        takes."""
+        import onnx
+
+        from ..fused import fused_model
+
+        draw = None if self.draws is None else DrawSpec.of_kind(self.draws)
+        return fused_model(onnx.load(str(onnx_path)), self.input_name, self.output_name, spec, draw,
+                           tensorrt=True).SerializeToString()
 
     def with_targets(self, targets: tuple[tuple[int, int], ...]) -> EngineRecipe:
         return dataclasses.replace(self, targets=targets)
+
+
+def fused_shapes(spec: FusedSpec, draws: str | None, max_batch: int) -> Shapes:
+    """The fused graph's optimisation profile: one image of 1x1 to ``max_batch`` images of ``fused_max_side``
+    squared, optimised for ``max_batch`` images of the network's own size; the drawing's inputs follow the image
+    (their shapes are ``draw_inputs``'s for those sizes)."""
+
+    def shapes(n: int, h: int, w: int) -> dict[str, tuple[int, ...]]:
+        found: dict[str, tuple[int, ...]] = {IMAGE: (n, h, w, 3)}
+        if draws is not None:
+            drawing = draw_inputs(h, w, 1, 1, DrawSpec.of_kind(draws))
+            found.update((name, value.shape) for name, value in drawing.items())
+        return found
+
+    low, best, high = shapes(1, 1, 1), shapes(max_batch, spec.height, spec.width), \
+        shapes(max_batch, fused_max_side(max_batch), fused_max_side(max_batch))
+    return {name: (low[name], best[name], high[name]) for name in low}
 
 
 def recipe(trt, logger, model_path: str | Path, *, input_blob: str | None = None, output_blob: str | None = None,
@@ -171,14 +260,16 @@ class BuiltEngine:
     description: str
 
 
-def build_ahead(options: Options | None = None, targets: tuple[tuple[int, int], ...] | None = None,
-                **given: Any) -> BuiltEngine:
+def build_ahead(options: Options | None = None, targets: tuple[tuple[int, int], ...] | None = None, *,
+                fused: FusedSpec | None = None, draws: str | None = None, **given: Any) -> BuiltEngine:
     """Build the engine that a later run with these options loads from the cache, without running any image.
 
     TensorRT-RTX builds on a machine with no GPU and no CUDA package: for ``targets`` (compute capabilities, see
     ``api.parse_targets``), or without them the portable engine for every GPU it supports by default. TensorRT
     10/11 builds for this machine's GPU. The network options choose the model (``network``, or ``model`` with
-    ``labels``); ``precision``, ``batch_size``, ``engine_cache`` and ``tensorrt_flavour`` are those of the run."""
+    ``labels``); ``precision``, ``batch_size``, ``engine_cache`` and ``tensorrt_flavour`` are those of the run.
+    ``fused`` (and ``draws``): the engine of that fused graph instead (``Segmenter.fused_graphs`` says which a run
+    uses); ``NotFused`` where the engine would not keep its arithmetic."""
     from ... import model_format
     from ...zoo.resolve import locate
 
@@ -209,6 +300,8 @@ def build_ahead(options: Options | None = None, targets: tuple[tuple[int, int], 
                       output_blob=options.output_blob or sidecar.get("output_blob"),
                       precision=options.precision or "fp16", engine_cache=options.engine_cache,
                       batch_size=options.batch_size, gpu_name=gpu_name, targets=chosen)
+        if fused is not None:
+            made = made.with_graph(fused, draws)
         built = cache.build_into_cache(made.path, made.key, made.build, building=made.building_line())
         seconds = time.perf_counter() - start
-    return BuiltEngine(made.path, made.path.stat().st_size, seconds, built, made.describe())
+    return BuiltEngine(made.path, made.path.stat().st_size, seconds, built, made.describe() + made.graph_words())

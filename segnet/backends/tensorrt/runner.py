@@ -1,8 +1,9 @@
 """Running a built engine (after Polygraphy's ``TrtRunner``): deserialise it, bind a device buffer and a
-pinned host copy to every I/O tensor, and map ``[N, 3, H, W]`` float32 batches to float32 scores. On TensorRT-RTX
-the execution context gets a runtime configuration: kernels specialised for each batch size when it first
-appears (no slow generic kernels), kept in a runtime cache beside the engine. Nothing here builds or caches
-engines; ``builder`` and ``engine_cache`` do."""
+pinned host copy to every I/O tensor, and map ``[N, 3, H, W]`` float32 batches to float32 scores
+(``EngineRunner``), or, for an engine of the fused graph, uint8 images and their stretch and drawing inputs to
+class maps, scores and pictures (``FusedRunner``). On TensorRT-RTX the execution context gets a runtime
+configuration: kernels specialised for each input shape when it first appears (no slow generic kernels), kept in
+a runtime cache beside the engine. Nothing here builds or caches engines; ``builder`` and ``engine_cache`` do."""
 
 from __future__ import annotations
 
@@ -65,16 +66,13 @@ def _check_validity_rtx(trt, runtime, data: bytes, logger) -> None:
     raise cache.EngineLoadFailed(f"{product(trt)} cannot load the engine on this machine: {reasons}")
 
 
-class EngineRunner:
-    """A deserialized engine ready to run on ``cuda`` (a ``cuda.Cuda``). With ``batch_size`` 1 images run one
-    at a time; with B > 1 the engine's batch axis is set per call, up to B images at once. ``runtime_cache``:
-    where TensorRT-RTX keeps the kernels it compiles for this GPU (read when the context is made, written after
-    the first run at each batch size)."""
+class _Execution:
+    """A deserialized engine's execution context on ``cuda`` (a ``cuda.Cuda``). ``runtime_cache``: where
+    TensorRT-RTX keeps the kernels it compiles for this GPU (read when the context is made, written after the
+    first run at each input shape)."""
 
-    def __init__(self, trt, engine, logger, cuda, model_path: Path, input_blob: str | None,
-                 output_blob: str | None, batch_size: int = 1, runtime_cache: Path | None = None):
+    def __init__(self, trt, engine, logger, cuda, runtime_cache: Path | None = None):
         self.engine, self.logger, self.cuda = engine, logger, cuda
-        self.model_path, self.batch_size = model_path, batch_size
         self.runtime_cache_path = runtime_cache
         self.host: dict[str, np.ndarray] = {}
         self.device: dict = {}
@@ -82,13 +80,60 @@ class EngineRunner:
         self.runtime_config: Any = None
         self.runtime_cache: Any = None
         self.stream: Any = None
-        self._compiled: set[int] = set()  # batch sizes whose kernels are in the saved runtime cache
+        self._compiled: set = set()  # input shapes whose kernels are in the saved runtime cache
         self.path = api_path(trt)
-        self._bind(trt, input_blob, output_blob)
+        if self.path == "rtx":
+            context = self.context = self._context_rtx(trt, engine)
+        else:
+            context = self.context = engine.create_execution_context()
+        if context is None:
+            raise SegnetError(f"TensorRT could not create an execution context: {last_error(self.logger)}")
 
     def close(self) -> None:
         self.context = self.runtime_config = self.runtime_cache = self.engine = None  # before their memory
         self.host, self.device, self.stream = {}, {}, None
+
+    def _context_rtx(self, trt, engine):
+        """An execution context that compiles kernels specialised to each input shape when that shape first comes
+        (instead of running generic fallback kernels while it compiles them in the background), seeded from and
+        kept in the runtime cache."""
+        runtime_config = self.runtime_config = engine.create_runtime_config()
+        runtime_config.dynamic_shapes_kernel_specialization_strategy = \
+            trt.DynamicShapesKernelSpecializationStrategy.EAGER
+        runtime_cache = self.runtime_cache = runtime_config.create_runtime_cache()
+        blob = cache.read_runtime_cache(self.runtime_cache_path) if self.runtime_cache_path else b""
+        if blob and not runtime_cache.deserialize(blob):
+            log.info(f"runtime cache {self.runtime_cache_path} is for another GPU, driver or TensorRT-RTX release: "
+                     "its kernels are compiled again")
+        if not runtime_config.set_runtime_cache(runtime_cache):
+            raise SegnetError(f"TensorRT-RTX refused its runtime cache: {last_error(self.logger)}")
+        return engine.create_execution_context(runtime_config)
+
+    def _keep_kernels_rtx(self, shape) -> None:
+        """After the first run at an input shape (a batch size; the fused graph's image size too), save the
+        runtime cache (TensorRT-RTX compiled kernels for it), so the next process finds them. A cache that cannot
+        be written is said once; running goes on."""
+        if self.runtime_cache is None or self.runtime_cache_path is None or shape in self._compiled:
+            return
+        self._compiled.add(shape)
+        try:
+            cache.save_runtime_cache(self.runtime_cache_path, bytes(self.runtime_cache.serialize()))
+        except SegnetError as exc:
+            log.info(f"runtime cache not saved: {exc}")
+            self.runtime_cache_path = None
+
+
+class EngineRunner(_Execution):
+    """A deserialized engine ready to run on ``cuda`` (a ``cuda.Cuda``). With ``batch_size`` 1 images run one
+    at a time; with B > 1 the engine's batch axis is set per call, up to B images at once. ``runtime_cache``:
+    where TensorRT-RTX keeps the kernels it compiles for this GPU (read when the context is made, written after
+    the first run at each batch size)."""
+
+    def __init__(self, trt, engine, logger, cuda, model_path: Path, input_blob: str | None,
+                 output_blob: str | None, batch_size: int = 1, runtime_cache: Path | None = None):
+        super().__init__(trt, engine, logger, cuda, runtime_cache)
+        self.model_path, self.batch_size = model_path, batch_size
+        self._bind(trt, input_blob, output_blob)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         host_in, host_out = self.host[self.input.name], self.host[self.output.name]
@@ -131,14 +176,8 @@ class EngineRunner:
         return host_out.astype(np.float32)  # a copy: the pinned buffer is reused by the next call
 
     def _bind(self, trt, input_blob: str | None, output_blob: str | None) -> None:
-        """An execution context with a device buffer for every I/O tensor and pinned host copies."""
-        engine = self.engine
-        if self.path == "rtx":
-            context = self.context = self._context_rtx(trt, engine)
-        else:
-            context = self.context = engine.create_execution_context()
-        if context is None:
-            raise SegnetError(f"TensorRT could not create an execution context: {last_error(self.logger)}")
+        """A device buffer for every I/O tensor and pinned host copies."""
+        engine, context = self.engine, self.context
         dtypes = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT]
@@ -168,33 +207,63 @@ class EngineRunner:
                                                  input_blob, output_blob)
 
 
-    def _context_rtx(self, trt, engine):
-        """An execution context that compiles kernels specialised to each batch size when that size first comes
-        (instead of running generic fallback kernels while it compiles them in the background), seeded from and
-        kept in the runtime cache."""
-        runtime_config = self.runtime_config = engine.create_runtime_config()
-        runtime_config.dynamic_shapes_kernel_specialization_strategy = \
-            trt.DynamicShapesKernelSpecializationStrategy.EAGER
-        runtime_cache = self.runtime_cache = runtime_config.create_runtime_cache()
-        blob = cache.read_runtime_cache(self.runtime_cache_path) if self.runtime_cache_path else b""
-        if blob and not runtime_cache.deserialize(blob):
-            log.info(f"runtime cache {self.runtime_cache_path} is for another GPU, driver or TensorRT-RTX release: "
-                     "its kernels are compiled again")
-        if not runtime_config.set_runtime_cache(runtime_cache):
-            raise SegnetError(f"TensorRT-RTX refused its runtime cache: {last_error(self.logger)}")
-        return engine.create_execution_context(runtime_config)
+class FusedRunner(_Execution):
+    """An engine of the fused graph (``backends/fused.py``, TensorRT form) ready to run on ``cuda``: every call
+    sets each input's shape (images of any size within the profile, up to the profile's batch), copies the
+    inputs in and the outputs back, and synchronises once. Buffers grow to the largest shape seen, by powers of
+    two, and are reused; they are freed with the CUDA layer."""
 
-    def _keep_kernels_rtx(self, batch: int) -> None:
-        """After the first run at a batch size, save the runtime cache (TensorRT-RTX compiled kernels for it), so
-        the next process finds them. A cache that cannot be written is said once; running goes on."""
-        if self.runtime_cache is None or self.runtime_cache_path is None or batch in self._compiled:
-            return
-        self._compiled.add(batch)
-        try:
-            cache.save_runtime_cache(self.runtime_cache_path, bytes(self.runtime_cache.serialize()))
-        except SegnetError as exc:
-            log.info(f"runtime cache not saved: {exc}")
-            self.runtime_cache_path = None
+    def __init__(self, trt, engine, logger, cuda, model_path: Path, runtime_cache: Path | None = None):
+        super().__init__(trt, engine, logger, cuda, runtime_cache)
+        dtypes = {trt.DataType.FLOAT: np.float32, trt.DataType.UINT8: np.uint8, trt.DataType.INT64: np.int64}
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT]
+        self.outputs = [name for name in names if name not in self.inputs]
+        self.dtypes: dict[str, Any] = {}
+        for name in names:
+            dtype = dtypes.get(engine.get_tensor_dtype(name))
+            if dtype is None:
+                raise SegnetError(f"the fused engine of {model_path}: tensor '{name}' has data type "
+                                  f"{engine.get_tensor_dtype(name)}; float32, uint8 and int64 are supported")
+            self.dtypes[name] = dtype
+        self.stream = self.cuda.stream()
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The engine's outputs for ``feed`` (a value for each of its inputs; others are left out)."""
+        context = self.context
+        for name in self.inputs:
+            array = np.ascontiguousarray(feed[name], self.dtypes[name])
+            if not context.set_input_shape(name, array.shape):
+                raise SegnetError(f"TensorRT rejected shape {list(array.shape)} for input '{name}' of the fused "
+                                  f"engine: {last_error(self.logger)}")
+            host = self._buffer(name, array.nbytes)[:array.nbytes]
+            host[...] = array.reshape(-1).view(np.uint8)
+            self.cuda.copy_to_device(self.device[name], host, self.stream)
+        shapes = {name: tuple(context.get_tensor_shape(name)) for name in self.outputs}
+        for name, shape in shapes.items():
+            self._buffer(name, int(np.prod(shape)) * np.dtype(self.dtypes[name]).itemsize)
+        if not context.execute_async_v3(self.stream.handle):
+            raise SegnetError(f"TensorRT could not run the engine: {last_error(self.logger)}")
+        views = {}
+        for name, shape in shapes.items():
+            views[name] = self.host[name][:int(np.prod(shape)) * np.dtype(self.dtypes[name]).itemsize]
+            self.cuda.copy_to_host(views[name], self.device[name], self.stream)
+        self.cuda.synchronize(self.stream)  # the one synchronisation per batch
+        if self.path == "rtx":
+            self._keep_kernels_rtx(tuple(np.shape(feed[name]) for name in self.inputs))
+        # copies: the pinned buffers are reused by the next call
+        return {name: views[name].view(self.dtypes[name]).reshape(shapes[name]).copy() for name in shapes}
+
+    def _buffer(self, name: str, nbytes: int) -> np.ndarray:
+        """The pinned host bytes of tensor ``name`` (its device buffer in ``self.device``), grown to hold
+        ``nbytes`` and given to TensorRT; never empty, so an empty tensor has an address too."""
+        if name not in self.host or self.host[name].nbytes < nbytes:
+            size = 1 << max(8, (nbytes - 1).bit_length())
+            self.host[name] = self.cuda.pinned_array((size,), np.uint8)
+            self.device[name] = self.cuda.device_buffer(size)
+            if not self.context.set_tensor_address(name, self.device[name].ptr):
+                raise SegnetError(f"TensorRT rejected the buffer of tensor '{name}'")
+        return self.host[name]
 
 
 def _leading(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

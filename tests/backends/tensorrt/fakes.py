@@ -3,8 +3,10 @@ asks of TensorRT on machines without a GPU. Not a test module: the tests of this
 
 The fakes are small: the parser reads the ONNX model it is given (file or bytes) with onnx, the "engine" is a JSON
 record of the network's tensors, optimisation profile and targets, and running it computes the pooling model's
-numpy reference on whatever sits in the fake device memory. ``record`` collects what the backend asked for; its
-``"fail"`` entry makes chosen calls fail the way real TensorRT does (``None``, ``-1``, a logged error).
+numpy reference on whatever sits in the fake device memory. An engine of the fused graph (several inputs of
+several types) keeps the parsed model and runs it with onnxruntime's CPU provider instead, on the same memory.
+``record`` collects what the backend asked for; its ``"fail"`` entry makes chosen calls fail the way real TensorRT
+does (``None``, ``-1``, a logged error).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from segnet.backends.tensorrt.cuda import DeviceBuffer, GpuInfo, Stream
 from tests.support.models import pooling_reference
 
 CLASSES = 5
+#: ONNX element types as the fake's data types, and those as numpy's
+DTYPES = {onnx.TensorProto.FLOAT: "float", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT64: "int64"}
+DTYPES_NP = {"float": np.float32, "half": np.float16, "uint8": np.uint8, "int64": np.int64}
 
 
 class FakeCuda:
@@ -76,8 +81,8 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
         ERROR, INTERNAL_ERROR = "error", "internal error"
 
     class Tensor:
-        def __init__(self, name, shape):
-            self.name, self.shape = name, shape
+        def __init__(self, name, shape, dtype="float"):
+            self.name, self.shape, self.dtype = name, shape, dtype
 
     class Network:
         def __init__(self):
@@ -113,11 +118,13 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
 
             def tensors(values):
                 return [Tensor(v.name, tuple(d.dim_value if d.dim_value > 0 else -1
-                                             for d in v.type.tensor_type.shape.dim)) for v in values]
+                                             for d in v.type.tensor_type.shape.dim),
+                               DTYPES[v.type.tensor_type.elem_type]) for v in values]
 
             weights = {t.name for t in model.graph.initializer}
             self.network.inputs = tensors(v for v in model.graph.input if v.name not in weights)
             self.network.outputs = tensors(model.graph.output)
+            self.network.model = model
             return True
 
     class Profile:
@@ -192,8 +199,11 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
             record["flags"] = config.flags
             record["targets"] = [config.targets[i] for i in range(config.num_compute_capabilities)]
             record["timing_cache"] = config.timing
+            fused = len(network.inputs) > 1  # the fused graph: run by onnxruntime, so the model goes along
             return json.dumps({"inputs": {t.name: t.shape for t in network.inputs},
                                "outputs": {t.name: t.shape for t in network.outputs},
+                               "dtypes": {t.name: t.dtype for t in [*network.inputs, *network.outputs]},
+                               "model": network.model.SerializeToString().hex() if fused else None,
                                "profiles": profiles, "targets": record["targets"]}).encode()
 
     class RuntimeCache:
@@ -231,16 +241,28 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
             record["contexts"] = record.get("contexts", []) + [self]
 
         def set_input_shape(self, name, shape):
+            if name not in self.engine.profiles[0]:  # a static input: only its own shape
+                return tuple(shape) == self.engine.shapes[name]
             low, _, high = (tuple(s) for s in self.engine.profiles[0][name])
-            if not all(lo <= d <= hi for lo, d, hi in zip(low, shape, high)):
+            if len(shape) != len(low) or not all(lo <= d <= hi for lo, d, hi in zip(low, shape, high)):
                 return False
             self.set_shapes.append((name, tuple(shape)))
             self.shapes[name] = tuple(shape)
-            for out in self.engine.outputs:  # the batch follows the input's
-                self.shapes[out] = (shape[0], *self.engine.shapes[out][1:])
+            if self.engine.session is None:
+                for out in self.engine.outputs:  # the batch follows the input's
+                    self.shapes[out] = (shape[0], *self.engine.shapes[out][1:])
             return True
 
         def get_tensor_shape(self, name):
+            if self.engine.session is not None and name in self.engine.outputs:  # as TensorRT infers them
+                shapes = tuple(self.shapes[i] for i in self.engine.inputs)
+                assert all(-1 not in s for s in shapes), "input shapes not all set"
+                if shapes not in self.engine.output_shapes:
+                    zeros = {i: np.zeros(s, DTYPES_NP[self.engine.dtypes[i]])
+                             for i, s in zip(self.engine.inputs, shapes)}
+                    outputs = self.engine.session.run(self.engine.outputs, zeros)
+                    self.engine.output_shapes[shapes] = {o: v.shape for o, v in zip(self.engine.outputs, outputs)}
+                return self.engine.output_shapes[shapes][name]
             return self.shapes[name]
 
         def set_tensor_address(self, name, memory):
@@ -248,6 +270,8 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
             return True
 
         def execute_async_v3(self, stream_handle):
+            if self.engine.session is not None:
+                return self._run_fused()
             (inp,), (out,) = self.engine.inputs, self.engine.outputs
             assert -1 not in self.shapes[inp], "input shape not set"
             n = self.shapes[inp][0]
@@ -264,6 +288,26 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
             cuda.memory[self.addresses[out]][:scores.nbytes] = scores.tobytes()
             return True
 
+        def _run_fused(self):
+            engine = self.engine
+            feed = {}
+            for name in engine.inputs:
+                dtype, shape = np.dtype(DTYPES_NP[engine.dtypes[name]]), self.shapes[name]
+                assert -1 not in shape, f"input shape of {name} not set"
+                data = bytes(cuda.memory[self.addresses[name]][:int(np.prod(shape)) * dtype.itemsize])
+                feed[name] = np.frombuffer(data, dtype).reshape(shape)
+            if self.runtime_config is not None:  # TensorRT-RTX compiles the kernels of a new shape (JIT)
+                key = tuple(self.shapes[name] for name in engine.inputs)
+                if key not in self.runtime_config.cache.kernels:
+                    self.runtime_config.cache.kernels.append(key)
+            record["fused_runs"] = record.get("fused_runs", 0) + 1
+            for name, value in zip(engine.outputs, engine.session.run(engine.outputs, feed)):
+                assert value.shape == self.get_tensor_shape(name)
+                memory = cuda.memory[self.addresses[name]]
+                assert value.nbytes <= len(memory), f"the buffer of {name} is too small"
+                memory[:value.nbytes] = value.tobytes()
+            return True
+
     class Engine:
         def __init__(self, data):
             plan = json.loads(data)
@@ -271,6 +315,13 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
             self.shapes = {k: tuple(v) for k, v in {**plan["inputs"], **plan["outputs"]}.items()}
             self.profiles = plan["profiles"]
             self.num_io_tensors = len(self.shapes)
+            self.dtypes = plan.get("dtypes") or {}
+            self.session, self.output_shapes = None, {}
+            if plan.get("model"):
+                import onnxruntime
+
+                self.session = onnxruntime.InferenceSession(bytes.fromhex(plan["model"]),
+                                                            providers=["CPUExecutionProvider"])
 
         def get_tensor_name(self, index):
             return [*self.inputs, *self.outputs][index]
@@ -279,7 +330,7 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
             return "input" if name in self.inputs else "output"
 
         def get_tensor_dtype(self, name):
-            return "float"
+            return self.dtypes.get(name, "float")
 
         def get_tensor_shape(self, name):
             return self.shapes[name]
@@ -311,7 +362,8 @@ def fake_tensorrt(cuda: FakeCuda, record: dict, flavour: str = "tensorrt", versi
         __name__="tensorrt_rtx_bindings" if rtx else "tensorrt",
         __version__=version or ("1.7.1.116" if rtx else "10.16.1.11"), ILogger=ILogger, Builder=Builder,
         OnnxParser=OnnxParser, Runtime=Runtime, MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"),
-        DataType=types.SimpleNamespace(FLOAT="float", HALF="half"), TensorIOMode=types.SimpleNamespace(INPUT="input"))
+        DataType=types.SimpleNamespace(FLOAT="float", HALF="half", UINT8="uint8", INT64="int64"),
+        TensorIOMode=types.SimpleNamespace(INPUT="input"))
     if rtx:
         module.ComputeCapability = types.SimpleNamespace(SM75=75, SM80=80, SM86=86, SM89=89, SM120=120, SM121=121)
         module.EngineValidity = EngineValidity

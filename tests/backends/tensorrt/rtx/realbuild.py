@@ -8,7 +8,9 @@ Jobs (a JSON list):
 - ``{"id", "kind": "build", "options": {...}, "targets": [[8, 9], ...] | null, "generate": [w, h, classes]}``:
   ``segnet.backends.tensorrt.build_ahead`` with these options (``generate``: first write a jetson-layout
   FCN-ResNet18 of that size to ``options["model"]``; ``"remove": true`` deletes model and engine afterwards,
-  keeping the disk small). Parse, build, serialise and write to the cache, all for real; nothing is loaded.
+  ``"remove": "engine"`` the engine only, keeping the disk small). ``"fused": "class map"`` or a kind of picture
+  (``"overlay"``...): the engine of the fused graph a run on a GPU loads (``segmenter.fused_graphs``), that draws
+  that picture. Parse, build, serialise and write to the cache, all for real; nothing is loaded.
 - ``{"id", "kind": "open", "options": {...}, "gpu": [name, [major, minor]]}``: ``open_backend`` on a stand-in GPU
   of that name and compute capability (the CUDA layer is faked; TensorRT-RTX is real), then infer one blank image
   on whatever opened. Reports the status lines, the error, and what ran.
@@ -60,7 +62,14 @@ def build(job: dict) -> dict:
         Path(options["model"]).parent.mkdir(parents=True, exist_ok=True)
         fcn_resnet18(Path(options["model"]), width, height, classes)
     targets = tuple(tuple(t) for t in job["targets"]) if job.get("targets") else None
-    built = build_ahead(targets=targets, **options)
+    graph = {}
+    if job.get("fused"):
+        from segnet import Options
+        from segnet.segmenter import fused_graphs
+
+        ((spec, _), *_) = fused_graphs(Options(**options))
+        graph = {"fused": spec, "draws": None if job["fused"] == "class map" else job["fused"]}
+    built = build_ahead(targets=targets, **graph, **options)
     record = json.loads(built.path.with_name(built.path.name + ".json").read_text())
     engine_cache.read_engine(built.path)  # the record matches the file: size and SHA-256
     result = {"path": str(built.path), "name": built.path.name, "size": built.size, "seconds": built.seconds,
@@ -68,7 +77,8 @@ def build(job: dict) -> dict:
               "magic": built.path.read_bytes()[:4].hex()}
     if job.get("remove"):
         built.path.unlink()
-        Path(options["model"]).unlink()
+        if job["remove"] is True:
+            Path(options["model"]).unlink()
     return result
 
 

@@ -1,6 +1,7 @@
 """Real TensorRT-RTX engine builds with segnet's own code, on a machine without a GPU: the shipped default network
 FP32, FP16 and INT8 (explicit quantization: its QDQ copy calibrated on the CamVid train images it ships), a batch
-profile of 1..8, compute-capability targets, the PAN model, jetson-layout FCN-ResNet18 at
+profile of 1..8, compute-capability targets, the fused graph around it (uint8 images in, class map and every kind
+of picture out, with the profile of image sizes), the PAN model, jetson-layout FCN-ResNet18 at
 every zoo input size, the ``segnet-build-engine`` command, a broken model, and what a run then does with the
 engines on a GPU TensorRT-RTX does not support or on one it does but cannot reach (no driver here).
 
@@ -82,6 +83,15 @@ def real(tmp_path_factory) -> dict:
          "options": {"model": str(DEFAULT), "precision": "fp32", **rtx}},
         {"id": "default-fp32-sm75", "kind": "build", "targets": [[7, 5]],
          "options": {"model": str(DEFAULT), "precision": "fp32", **rtx}},
+        {"id": "default-fp16-fused", "kind": "build", "fused": "class map",
+         "options": {"model": str(DEFAULT), "precision": "fp16", **rtx}},
+        {"id": "default-fp16-fused-overlay", "kind": "build", "fused": "overlay",
+         "options": {"model": str(DEFAULT), "precision": "fp16", **rtx}},
+        *({"id": f"default-fp16-fused-{kind}", "kind": "build", "fused": kind, "remove": "engine",
+           "options": {"model": str(DEFAULT), "precision": "fp16", **rtx}}
+          for kind in ("mask", "composite", "classes")),
+        {"id": "default-fp32-fused-overlay-batch8", "kind": "build", "fused": "overlay", "remove": "engine",
+         "options": {"model": str(DEFAULT), "precision": "fp32", "batch_size": 8, **rtx}},
         {"id": "pan-fp16", "kind": "build", "options": {"model": str(PAN), "precision": "fp16", **rtx}},
         *({"id": f"zoo-{w}x{h}", "kind": "build", "generate": [w, h, 21], "remove": True,
            "options": {"model": str(zoo / f"{w}x{h}" / "fcn_resnet18.onnx"), "precision": "fp32", **rtx}}
@@ -110,18 +120,20 @@ def write_report(out: dict, results: dict) -> None:
     """The table of engine sizes and build times, for the CI log (``$SEGNET_BUILD_REPORT``)."""
     lines = [f"Real TensorRT-RTX {out['version']} builds on this machine (no GPU; no CUDA package for Python), "
              "by segnet.backends.tensorrt.build_ahead:",
-             f"{'build':<34} {'precision':<10} {'batch':>5} {'targets':<12} {'engine MB':>9} {'build s':>8}"]
+             f"{'build':<34} {'precision':<10} {'graph':<15} {'batch':>5} {'targets':<12} {'engine MB':>9} "
+             f"{'build s':>8}"]
     for job_id, r in results.items():
         if "size" not in r:
             continue
         key = r["key"]
         batch = dict(key["builder_settings"]).get("batch_profile", [1, 1, 1])[2]
+        graph = dict(key["builder_settings"]).get("graph", "network")
         targets = "-".join(f"sm{a}{b}" for a, b in key["targets"]) or "portable"
         seconds = f"{r['seconds']:.2f}" if r["built"] else "cached"
-        lines.append(f"{job_id:<34} {key['precision']:<10} {batch:>5} {targets:<12} {r['size'] / 1e6:>9.1f} "
-                     f"{seconds:>8}")
-    lines.append("(build s: parse, FP16 conversion and check where FP16, INT8 calibration where INT8, build, "
-                 "serialise, write to the cache. "
+        lines.append(f"{job_id:<34} {key['precision']:<10} {graph:<15} {batch:>5} {targets:<12} "
+                     f"{r['size'] / 1e6:>9.1f} {seconds:>8}")
+    lines.append("(build s: parse, FP16 conversion and check where FP16, INT8 calibration where INT8, the fused "
+                 "graph where fused, build, serialise, write to the cache. "
                  "No engine was loaded or run.)")
     text = "\n".join(lines) + "\n"
     print(text)
@@ -138,7 +150,7 @@ def test_the_real_library_builds_without_a_gpu_or_cuda_package(real):
     assert meta["module"] == "tensorrt_rtx_bindings" and meta["version"] == VERSION
     assert Path(meta["library"]).parent.parent == RTX  # the folder of its own, not the test environment
     built = [r for r in meta["results"] if "size" in r]
-    assert len(built) == 8 + len(ZOO_SIZES)  # realbuild.py blocks CUDA packages: none was needed for any
+    assert len(built) == 14 + len(ZOO_SIZES)  # realbuild.py blocks CUDA packages: none was needed for any
 
 
 def test_default_network_fp32_and_fp16(real):
@@ -190,6 +202,42 @@ def test_targets_name_the_engine_and_turing_needs_its_own(real):
     assert ".fp32.rtx1.7.1.116.sm75." in turing["name"]
     assert len({two["path"], turing["path"], real["default-fp32"]["path"]}) == 3
     assert turing["size"] != real["default-fp32"]["size"]  # Turing kernels differ from the portable set
+
+
+def test_fused_graph_class_map_only_and_overlay(real):
+    plain, fused, overlay = real["default-fp16"], real["default-fp16-fused"], real["default-fp16-fused-overlay"]
+    for result, graph, words in ((fused, "fused", "class map"), (overlay, "fused-overlay", "class map and overlay "
+                                                                                         "drawing")):
+        assert "error" not in result, result.get("error")
+        assert result["built"]
+        assert result["name"].startswith(f"fcn_resnet18.onnx.fp16-model.{graph}.rtx{VERSION}.portable.")
+        settings = dict(result["key"]["builder_settings"])
+        assert settings["graph"] == graph and settings["image_sides"] == [1, 4096]
+        spec = settings["fused"]
+        assert (spec["width"], spec["height"], spec["num_classes"], spec["layout"]) == (480, 352, 11, "NCHW")
+        assert result["key"]["input_shape"] == [1, 3, 352, 480] and engine_file(result).stat().st_size == result["size"]
+        assert 0.95 < result["size"] / plain["size"] < 1.1  # the FP16 network, and a few small layers around it
+        assert [line for line in result["status"] if f", with pre-processing, {words} in the graph — once" in line]
+    assert len({plain["path"], fused["path"], overlay["path"]}) == 3
+
+
+@pytest.mark.parametrize("kind", ["mask", "composite", "classes"])
+def test_fused_graph_drawing_every_other_picture(real, kind):
+    result = real[f"default-fp16-fused-{kind}"]
+    assert "error" not in result, result.get("error")
+    assert result["built"] and f".fp16-model.fused-{kind}.rtx{VERSION}.portable." in result["name"]
+    assert 0.95 < result["size"] / real["default-fp16"]["size"] < 1.1
+    assert not engine_file(result).exists()  # removed after measuring, to keep the disk small
+
+
+def test_fused_graph_with_a_batch_profile(real):
+    result = real["default-fp32-fused-overlay-batch8"]
+    assert "error" not in result, result.get("error")
+    settings = dict(result["key"]["builder_settings"])
+    assert settings["batch_profile"] == [1, 8, 8] and settings["graph"] == "fused-overlay"
+    # 8 images of 1440x1440 at most: at 4096x4096 the build asked for 1.1 GB of workspace and failed
+    assert settings["image_sides"] == [1, 1440]
+    assert 0.95 < result["size"] / real["default-fp32"]["size"] < 1.1
 
 
 def test_pan_model(real):
@@ -245,12 +293,16 @@ def test_segnet_build_engine_command(real, tmp_path):
                "tensorrt_rtx", "--engine-cache", str(tmp_path)]
     done = subprocess.run(command, env=real["env"], capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
-    summary, path = done.stdout.splitlines()
+    summary, path, fused_summary, fused_path, overlay_summary, overlay_path = done.stdout.splitlines()
     assert summary.startswith("built in ") and summary.endswith(" MB")
     assert f": FP16 TensorRT-RTX {VERSION} engine for every GPU it supports by default (sm80, sm86, sm89, sm120, " \
            "sm121), " in summary
-    # the same key the library build had, whatever machine builds it: a later run looks for this name
+    assert fused_summary.endswith(" MB") and ", with pre-processing, class map in the graph, " in fused_summary
+    assert ", with pre-processing, class map and overlay drawing in the graph, " in overlay_summary
+    # the same keys the library builds had, whatever machine builds them: a later run looks for these names
     assert Path(path).parent == tmp_path and Path(path).name == real["default-fp16"]["name"]
+    assert Path(fused_path).name == real["default-fp16-fused"]["name"]
+    assert Path(overlay_path).name == real["default-fp16-fused-overlay"]["name"]
     again = subprocess.run(command + ["--target", "sm90"], env=real["env"], capture_output=True, text=True,
                            timeout=600, check=False)
     assert again.returncode == 2 and again.stderr.startswith("segnet-build-engine: error: --target sm90: ")
