@@ -77,28 +77,55 @@ class Paths:
             self.folders.append(folder)
 
     def check(self) -> None:
-        """The rule; a UsageError naming both paths at the first collision."""
-        files = [(r, _identity(r.path)) for r in self.reads if not r.folder and r.pattern is None]
-        folders = [(r, _identity(r.path)) for r in self.reads if r.folder]
+        """The rule; a UsageError naming both paths at the first collision. Indexed by file identity, so a
+        run of many thousand images is checked in linear time (each write against every read and every
+        earlier write, as a lookup)."""
+        identity = _Identities()
+        files = [(r, identity(r.path)) for r in self.reads if not r.folder and r.pattern is None]
+        first_file: dict[tuple, Read] = {}
+        for r, rkey in files:
+            first_file.setdefault(rkey, r)
+        folders: dict[tuple, Read] = {}
+        for r in self.reads:
+            if r.folder:
+                folders.setdefault(identity(r.path), r)
         patterns = [r for r in self.reads if r.pattern is not None]
-        seen: list[tuple[Write, tuple]] = []
-        for w in self.writes:
-            key = _identity(w.path)
-            for r, rkey in files:
-                if _covers(w, key, r.path, rkey):
-                    raise UsageError(f"{w.path / r.path.name if w.names else w.path} would overwrite the input "
-                                     f"{r.path}{_by(w)}: choose another output")
-            for other, okey in seen:
-                if _collide(w, key, other, okey):
-                    where = other.path if other.names is None else w.path if w.names is None else w.shown()
-                    raise UsageError(f"{other.owner} and {w.owner} would both be written to {where}: choose "
-                                     "another output")
-            seen.append((w, key))
-            for r, rkey in folders:
-                parent = key if w.names is not None else _identity(w.path.parent)
-                if parent == rkey and (w.names is not None or _readable(w.path)):
-                    raise UsageError(f"{w.shown()}{_by(w)} would be written into the input folder {r.path}, "
-                                     "whose pictures are the inputs: choose another output")
+        sequences = any(w.names is not None for w in self.writes)
+        files_by_folder: dict[tuple, list[Read]] = {}
+        if sequences:
+            for r, _ in files:
+                files_by_folder.setdefault(identity(r.path.parent), []).append(r)
+        singles: dict[tuple, tuple[int, Write]] = {}  # the first single file written, by identity
+        singles_by_folder: dict[tuple, list[tuple[int, Write]]] = {}  # with their order, where sequences are
+        named: dict[tuple, list[tuple[int, Write]]] = {}  # sequences and frame folders, by folder identity
+        for order, w in enumerate(self.writes):
+            key = identity(w.path)
+            parent = key if w.names is not None else identity(w.path.parent)
+            if w.names is None:
+                replaced = first_file.get(key)
+                if replaced is not None:
+                    raise UsageError(f"{w.path} would overwrite the input {replaced.path}{_by(w)}: choose another "
+                                     "output")
+            else:
+                for r in files_by_folder.get(key, ()):
+                    if w.names.fullmatch(r.path.name) is not None:
+                        raise UsageError(f"{w.path / r.path.name} would overwrite the input {r.path}{_by(w)}: "
+                                         "choose another output")
+            other = _earlier(w, key, parent, singles, singles_by_folder, named)
+            if other is not None:
+                where = other.path if other.names is None else w.path if w.names is None else w.shown()
+                raise UsageError(f"{other.owner} and {w.owner} would both be written to {where}: choose "
+                                 "another output")
+            if w.names is None:
+                singles.setdefault(key, (order, w))
+                if sequences:
+                    singles_by_folder.setdefault(parent, []).append((order, w))
+            else:
+                named.setdefault(key, []).append((order, w))
+            into = folders.get(parent)
+            if into is not None and (w.names is not None or _readable(w.path)):
+                raise UsageError(f"{w.shown()}{_by(w)} would be written into the input folder {into.path}, "
+                                 "whose pictures are the inputs: choose another output")
             for r in patterns:
                 if w.names is None and fnmatch.fnmatch(os.path.abspath(w.path), os.path.abspath(str(r.pattern))) \
                         and _readable(w.path):
@@ -129,20 +156,42 @@ def _readable(path: Path) -> bool:
     return path.suffix.lower() in READ_EXTENSIONS or path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _covers(w: Write, key: tuple, path: Path, pkey: tuple) -> bool:
-    """Whether ``w`` writes the file ``path`` (whose identity is ``pkey``)."""
+def _earlier(w: Write, key: tuple, parent: tuple, singles: dict[tuple, tuple[int, Write]],
+            singles_by_folder: dict[tuple, list[tuple[int, Write]]],
+            named: dict[tuple, list[tuple[int, Write]]]) -> Write | None:
+    """The first earlier write that writes a file ``w`` writes too (``key``: ``w``'s identity, ``parent``: its
+    folder's), or None."""
     if w.names is None:
-        return key == pkey
-    return _identity(path.parent) == key and w.names.fullmatch(path.name) is not None
+        same = singles.get(key)
+        found = [] if same is None else [same]
+        found += [(o, s) for o, s in named.get(parent, ()) if s.names is not None and s.names.fullmatch(w.path.name)]
+    else:
+        found = [(o, s) for o, s in named.get(key, ()) if s.names is not None and s.names.pattern == w.names.pattern]
+        found += [(o, s) for o, s in singles_by_folder.get(key, ()) if w.names.fullmatch(s.path.name)]
+    return min(found, key=lambda item: item[0])[1] if found else None
 
 
-def _collide(a: Write, akey: tuple, b: Write, bkey: tuple) -> bool:
-    if a.names is None and b.names is None:
-        return akey == bkey
-    if a.names is not None and b.names is not None:
-        return akey == bkey and a.names.pattern == b.names.pattern
-    single, pattern = (a, b) if a.names is None else (b, a)
-    return _covers(pattern, bkey if pattern is b else akey, single.path, akey if single is a else bkey)
+class _Identities:
+    """``_identity`` remembered for one check: thousands of outputs share one folder, and an output that does
+    not exist yet (no file, no link) is its folder's resolved path and its name, without resolving it again."""
+
+    def __init__(self):
+        self.known: dict[Path, tuple] = {}
+        self.resolved: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> tuple:
+        key = self.known.get(path)
+        if key is None:
+            key = self.known[path] = self._find(path)
+        return key
+
+    def _find(self, path: Path) -> tuple:
+        if path.name not in ("", ".", "..") and path.parent != path and not os.path.lexists(path):
+            folder = self.resolved.get(path.parent)
+            if folder is None:
+                folder = self.resolved[path.parent] = str(path.parent.resolve())
+            return (os.path.join(folder, path.name),)
+        return _identity(path)
 
 
 def _identity(path: Path) -> tuple:
