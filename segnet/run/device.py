@@ -19,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
@@ -30,8 +29,10 @@ from .job import Job, timed, timed_together
 BATCH = 32
 #: Batches in flight (decoding, in the network, encoding).
 DEPTH = 6
-#: Batches decoded at once (each by its own codec).
-DECODERS = 3
+#: Batches decoded at once (each by its own codec): nvImageCodec's hybrid JPEG decoding (Huffman on CPU
+#: threads) was the GPU machine's bottleneck; 4 decoders took 753 images/s there, 8 took 791, 1 took 476
+#: (BENCHMARKS.md, issue 20, run 4).
+DECODERS = 6
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, codec,
@@ -73,9 +74,9 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
         fill()
         while decoding:
             chunk, future = decoding.popleft()
-            images = future.result()
+            groups = future.result()
             fill()
-            _infer(segmenter, chunk, images)
+            _infer(segmenter, groups)
             targets = [job for job in chunk if job.error is None and job.target is not None]
             writing.append((chunk, encoder.submit(_write, codec, files, targets) if targets else None))
             drain(depth)
@@ -95,30 +96,31 @@ def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
         yield chunk
 
 
-def _decode(free: queue.SimpleQueue, chunk: list[Job]) -> list[Any]:
-    """The chunk's images (uint8 ``[H, W, 3]``), or each file's SegnetError, by a codec no other thread is
-    using; the time shared out."""
+def _decode(free: queue.SimpleQueue, chunk: list[Job]) -> list[tuple[list[Job], np.ndarray]]:
+    """The chunk's images by a codec no other thread is using, stacked here into one array per size (``[N, H,
+    W, 3]``; the network's thread only runs them) with the jobs they belong to; a file that cannot be read has
+    its SegnetError set on its job. The time is shared out."""
     with timed_together(chunk, "decode"):
         codec = free.get()
         try:
-            return codec.read_images([job.path for job in chunk])
+            images = codec.read_images([job.path for job in chunk])
         finally:
             free.put(codec)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, (job, image) in enumerate(zip(chunk, images)):
+            if isinstance(image, SegnetError):
+                job.error = image
+            else:
+                by_shape.setdefault(image.shape, []).append(i)
+        return [([chunk[i] for i in indices], np.stack([images[i] for i in indices]))
+                for indices in by_shape.values()]
 
 
-def _infer(segmenter, chunk: list[Job], images: list[Any]) -> None:
-    """Network, class map and picture for each decoded image, in batches of one size."""
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, (job, image) in enumerate(zip(chunk, images)):
-        if isinstance(image, SegnetError):
-            job.error = image
-        else:
-            by_shape.setdefault(image.shape, []).append(i)
-    for indices in by_shape.values():
-        group = [chunk[i] for i in indices]
+def _infer(segmenter, groups: list[tuple[list[Job], np.ndarray]]) -> None:
+    """Network, class map and picture for each decoded image, a batch of one size at a time."""
+    for group, stacked in groups:
         with timed_together(group, "inference"):
             try:
-                stacked = np.stack([images[i] for i in indices])
                 for job, (result, picture) in zip(group, segmenter.draw_batch(stacked)):
                     job.result, job.picture = result, picture
             except SegnetError as exc:
