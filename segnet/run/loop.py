@@ -19,10 +19,8 @@ before any image is processed.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from ..drawing import DrawSpec
@@ -81,29 +79,11 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
         drawing = DrawSpec.of_options(options) \
             if feed.wants_pictures() and options.image_codec != "cpu" and isinstance(feed, ImageFeed) \
             and (options.image_codec == "gpu" or not _small(feed)) else None
-        # nvImageCodec starts (about 1 s on the GPU machine) while the network loads, for the device executor
-        codec = _start_codec() if drawing is not None else None
         with Segmenter(options=options, expected_images=feed.total, drawing=drawing) as loaded:
-            return Runner(loaded, feed, options, emit, log_file, processes, codec=codec).run()
+            return Runner(loaded, feed, options, emit, log_file, processes).run()
     finally:
         if log_file is not None:
             log_file.close()
-
-
-def _start_codec() -> Future:
-    """``gpu_codec.GpuCodec()`` made in a thread of its own; its future."""
-    future: Future = Future()
-
-    def start() -> None:
-        try:
-            from ..gpu_codec import GpuCodec
-
-            future.set_result(GpuCodec())
-        except BaseException as exc:  # handed to whoever asks for it, in that thread
-            future.set_exception(exc)
-
-    threading.Thread(target=start, name="segnet-codec-start", daemon=True).start()
-    return future
 
 
 def _small(feed: Feed) -> bool:
@@ -119,10 +99,9 @@ class Runner:
     network runs elsewhere (Ray)."""
 
     def __init__(self, segmenter, feed: Feed, options: Options, emit: Callable[[Event], None],
-                 log_file: StatsLog | None = None, processes: int = 0, codec: Future | None = None):
+                 log_file: StatsLog | None = None, processes: int = 0):
         self.segmenter, self.feed, self.options, self.emit = segmenter, feed, options, emit
         self.log_file, self.processes = log_file, processes
-        self.codec = codec  # the GPU codec being started while the network loaded, if it was
         self.records = wants_records(options)
         self.failed = self.done = 0
 
@@ -215,5 +194,5 @@ class Runner:
             return None
         from ..gpu_codec import GpuCodec
 
-        codec = self.codec.result() if self.codec is not None else GpuCodec()
+        codec = GpuCodec()
         return codec if codec.on_gpu or mode == "gpu" else None
