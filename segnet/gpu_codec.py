@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 #: Pillow's JPEG quality in ``image_io.write_image`` (tests/test_gpu_codec.py holds the two together).
 JPEG_QUALITY = 95
 INSTALL = "pip install 'segnet[gpu]' (nvidia-nvimgcodec-cu13 with nvJPEG)"
+#: CPU threads each decoder and encoder may use (nvImageCodec's ``max_num_cpu_threads``; 0: its default)
+CPU_THREADS = 0
 _JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
@@ -52,7 +54,7 @@ JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 class GpuCodec:
     """nvImageCodec's decoder and encoder on GPU ``device``, or, where there is none, the CPU codecs."""
 
-    def __init__(self, device: int = 0, threads: int = 0):
+    def __init__(self, device: int = 0, threads: int | None = None):
         self.device = device
         self.on_gpu = False
         self.reason = ""  # why the GPU codec is not used ("" when it is)
@@ -69,7 +71,7 @@ class GpuCodec:
         elif not _gpu_visible():
             self.reason = "the NVIDIA driver reports no GPU"
         else:
-            self._start(threads)
+            self._start(CPU_THREADS if threads is None else threads)
         if self.reason:
             log.info("JPEG decoding and encoding stay on the CPU: %s", self.reason)
 
