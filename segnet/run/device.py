@@ -29,20 +29,20 @@ from .job import Job, timed, timed_together
 BATCH = 32
 #: Batches in flight (decoding, in the network, encoding).
 DEPTH = 6
-#: Batches decoded at once (each by its own codec): nvImageCodec's hybrid JPEG decoding (Huffman on CPU
-#: threads) was the GPU machine's bottleneck; 4 decoders took 753 images/s there, 8 took 791, 1 took 476
-#: (BENCHMARKS.md, issue 20, run 4).
-DECODERS = 6
+#: Batches decoded at once (each by its own codec; nvImageCodec's JPEG decoding does its Huffman stage on
+#: CPU threads of its own).
+DECODERS = 3
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, codec,
-        batch: int = BATCH, depth: int = DEPTH, writers: int = 8, decoders: int = DECODERS) -> dict:
+        batch: int | None = None, depth: int | None = None, writers: int = 8, decoders: int | None = None) -> dict:
     """Segment every job (image files: ``job.path``; pictures to ``job.target`` or none) with ``codec``
     decoding and encoding and the segmenter drawing (``segmenter.draw_batch``). ``sink(job)`` runs here, in
     input order, for every job. ``decoders``: batches decoded at once, each by its own codec (one decoder
     is used by one thread at a time; nvImageCodec's JPEG decoding does its Huffman stage on CPU threads).
     Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``."""
     cpu_start = time.process_time()
+    batch, depth, decoders = batch or BATCH, depth or DEPTH, decoders or DECODERS  # read now: tools change them
     chunks = _chunks(iter(jobs), batch)
     codecs = [codec] + ([type(codec)() for _ in range(decoders - 1)] if getattr(codec, "on_gpu", False) else [])
     free: queue.SimpleQueue = queue.SimpleQueue()
