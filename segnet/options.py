@@ -375,9 +375,10 @@ class Options:
     workers: int = _option(min(4, cores()), integer(1, 1024), "threads that decode, draw and encode while the "
                            "network runs (default: min(4, cores))", RUN, "N")
     image_codec: str = _option("auto", choice(*CODEC_MODES), "where image files are decoded and encoded: gpu (JPEG "
-                         "through nvImageCodec, segnet[gpu], the picture drawn inside the network's graph; any "
-                         "other image goes through the CPU codecs), cpu, or auto (default: gpu when the network "
-                         "runs on CUDA with the fused graph and nvImageCodec is installed)", RUN, "WHERE")
+                         "through nvImageCodec, segnet[gpu], the picture drawn inside the network's graph, video "
+                         "frames' too; any other image goes through the CPU codecs), cpu (everything on the CPU), "
+                         "or auto (default: gpu when the network runs on CUDA with the fused graph and "
+                         "nvImageCodec is installed; frames drawn in the graph on CUDA)", RUN, "WHERE")
     processes: int | None = _option(None, optional(integer(0, 1024)), "worker processes that decode, "
                                     "pre-process, draw and encode image files while this process runs the "
                                     "network (default: cores - 1 on machines with more than 4 cores, else 0; "

@@ -77,7 +77,7 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
 
         # the pictures, should the network run where it can draw them too (the fused graph on a GPU)
         drawing = DrawSpec.of_options(options) \
-            if feed.wants_pictures() and options.image_codec != "cpu" and isinstance(feed, ImageFeed) \
+            if feed.wants_pictures() and options.image_codec != "cpu" and isinstance(feed, (ImageFeed, FrameFeeds)) \
             and (options.image_codec == "gpu" or not _small(feed)) else None
         with Segmenter(options=options, expected_images=feed.total, drawing=drawing) as loaded:
             return Runner(loaded, feed, options, emit, log_file, processes).run()

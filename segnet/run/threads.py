@@ -3,6 +3,10 @@
     loader threads ─▶ [bounded] ─▶ inference (this thread, batch_size at a time) ─▶ drawing threads
                                                                                  ─▶ sink (in input order)
 
+Where the network draws on the device (``Segmenter.draws_on_device``: the fused graph that draws, on a GPU),
+a batch of frames or images of one size is drawn there with the network (``draw_batch``), and the worker
+threads only hand the pictures on (video frames to the in-order encoder, files to be written).
+
 At most ``depth`` images are being loaded and ``depth + batch_size`` drawn at any time, so memory stays
 flat on any number of inputs. Results reach ``sink`` in input order. On Ctrl-C, queued work is cancelled
 and work already running finishes (writes are atomic), so no half-written file is left behind.
@@ -35,6 +39,23 @@ def _finish(segmenter, drawing: DrawSpec | None, put, job: Job, prepared, scores
     except SegnetError as exc:
         job.error = exc
     return job
+
+
+def _put_drawn(put, job: Job, result, picture) -> Job:
+    """A picture drawn with the network (``Segmenter.draw_batch``) handed to ``put``, as ``_finish`` hands
+    the ones it draws."""
+    job.result = result
+    if job.target is not None:
+        put(job, picture)
+    return job
+
+
+def _draw_batch(segmenter, ready: list[tuple[Job, Any]]) -> Iterator[tuple[Any, Any]] | None:
+    """``(Segmentation, picture)`` per ready job, drawn by the network in one batch where it draws on the
+    device (``draws_on_device``) and the images share a size; None otherwise (drawn in the workers)."""
+    if not segmenter.draws_on_device or len({prepared.rgb.shape for _, prepared in ready}) != 1:
+        return None
+    return iter(segmenter.draw_batch(np.stack([prepared.rgb for _, prepared in ready])))
 
 
 def _done(job: Job) -> Future:
@@ -81,12 +102,20 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
                 fill()
             ready = [(job, prepared) for job, prepared in batch if prepared is not None]
             results: Iterator = iter(())
+            drawn: Iterator | None = None
             if ready:
                 with timed_together([job for job, _ in ready], "inference"):
-                    results = iter(segmenter.infer_maps([prepared.tensor for _, prepared in ready]))
+                    if drawing is not None and drawing == segmenter.drawing:
+                        drawn = _draw_batch(segmenter, ready)  # the pictures drawn with the network
+                    if drawn is None:
+                        results = iter(segmenter.infer_maps([prepared.tensor for _, prepared in ready]))
             for job, prepared in batch:  # in input order; failed loads pass straight to the sink
-                drawing_now.append(_done(job) if prepared is None else
-                                   pool.submit(_finish, segmenter, drawing, put, job, prepared, *next(results)))
+                if prepared is None:
+                    drawing_now.append(_done(job))
+                elif drawn is not None:
+                    drawing_now.append(pool.submit(_put_drawn, put, job, *next(drawn)))
+                else:
+                    drawing_now.append(pool.submit(_finish, segmenter, drawing, put, job, prepared, *next(results)))
             drain(depth)
         drain(0)
     except BaseException:

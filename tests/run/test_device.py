@@ -87,3 +87,27 @@ def test_draw_batch_on_the_device_equals_drawing_here():
             assert (a.class_map == b.class_map).all()
             assert np.array_equal(picture_a, picture_b)
             assert np.array_equal(picture_b, draw(b.image, b.class_map, b.colors, spec))
+
+
+def test_video_frames_are_drawn_with_the_network_in_batches_as_the_cpu_draws_them(tmp_path, monkeypatch):
+    """Videos feed the device path (issue 20): where the network draws (the fused graph; here on the CPU
+    provider, standing in for a GPU), a batch of frames is drawn with it and the frames written are the CPU's,
+    byte for byte, in order; the source video is untouched."""
+    from segnet.segmenter import Segmenter
+    from tests.support import streams
+
+    clip = streams.make_video(tmp_path / "clip.mp4", 12, size=(160, 96))
+    before = _digests(tmp_path)
+    batches = []
+    real = Segmenter.draw_batch
+    monkeypatch.setattr(Segmenter, "draw_batch", lambda self, images: batches.append(len(images)) or real(self, images))
+    device = run(clip, tmp_path / "device" / "f_%03i.png", fuse="on", image_codec="gpu", batch_size=4,
+                 visualize="overlay,mask")
+    assert sum(batches) == 12 and max(batches) == 4  # every frame, in batches
+    batches.clear()
+    cpu = run(clip, tmp_path / "cpu" / "f_%03i.png", image_codec="cpu", batch_size=4, visualize="overlay,mask")
+    assert batches == []  # drawn in the worker threads
+    assert (device.done, device.failed) == (cpu.done, cpu.failed) == (12, 0)
+    drawn = _digests(tmp_path / "device")
+    assert len(drawn) == 12 and drawn == _digests(tmp_path / "cpu")
+    assert {k: v for k, v in _digests(tmp_path).items() if k == "clip.mp4"} == before
