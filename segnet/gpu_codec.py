@@ -47,10 +47,6 @@ JPEG_QUALITY = 95
 INSTALL = "pip install 'segnet[gpu]' (nvidia-nvimgcodec-cu13 with nvJPEG)"
 #: CPU threads each decoder and encoder may use (nvImageCodec's ``max_num_cpu_threads``; 0: its default)
 CPU_THREADS = 0
-#: 1: each codec decodes and encodes on a CUDA stream of its own (made with cuda-python where it is installed),
-#: rather than on the default stream, which every codec and its copies to the host would share; 0: the default
-#: stream (BENCHMARKS.md, issue 20, run 9)
-OWN_STREAM = 0
 _JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
@@ -70,7 +66,6 @@ class GpuCodec:
         self._encoder: Any = None
         self._params: Any = None
         self._decode_params: Any = None
-        self._on_stream: dict[str, int] = {}  # cuda_stream=, when it decodes and encodes on a stream of its own
         if not _installed():
             self.reason = f"nvImageCodec is not installed: {INSTALL}"
         elif not _gpu_visible():
@@ -91,8 +86,6 @@ class GpuCodec:
             self.reason = f"nvImageCodec cannot start on GPU {self.device} ({_first_line(exc)})"
             return
         self._nvimgcodec = nvimgcodec
-        stream = _own_stream() if OWN_STREAM else 0
-        self._on_stream = {"cuda_stream": stream} if stream else {}
         self._decode_params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.SRGB,
                                                       allow_any_depth=False)
         self._params = nvimgcodec.EncodeParams(
@@ -115,7 +108,7 @@ class GpuCodec:
                     where.append(index)
         if streams:
             try:
-                images = self._decoder.decode(streams, params=self._decode_params, **self._on_stream)
+                images = self._decoder.decode(streams, params=self._decode_params)
             except Exception as exc:  # a failure of the whole batch: every file goes to the CPU
                 log.debug("GPU decoding failed, the CPU decodes this batch: %s", _first_line(exc))
                 images = [None] * len(streams)
@@ -150,7 +143,7 @@ class GpuCodec:
         if self.on_gpu and len(pictures):
             try:
                 streams = self._encoder.encode([np.ascontiguousarray(p) for p in pictures], "jpeg",
-                                               params=self._params, **self._on_stream)
+                                               params=self._params)
             except Exception as exc:
                 log.debug("GPU encoding failed, Pillow encodes this batch: %s", _first_line(exc))
                 streams = [None] * len(pictures)
@@ -219,20 +212,6 @@ def _host_rgb(image) -> np.ndarray | None:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         return None
     return np.ascontiguousarray(array)
-
-
-def _own_stream() -> int:
-    """A non-blocking CUDA stream of the current device, made with cuda-python, as an integer; 0 (the default
-    stream) where cuda-python is missing or fails. It lives as long as the process."""
-    try:
-        try:
-            from cuda.bindings import runtime
-        except ImportError:
-            from cuda import cudart as runtime  # cuda-python before 12.6
-        err, stream = runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking)
-        return int(stream) if err == runtime.cudaError_t.cudaSuccess else 0
-    except Exception:  # cuda-python missing or broken: the default stream
-        return 0
 
 
 def _installed() -> bool:

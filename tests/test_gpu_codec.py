@@ -115,7 +115,6 @@ def _started(stand_in) -> GpuCodec:
     codec._nvimgcodec, codec._decoder, codec._encoder = stand_in, stand_in, stand_in
     codec._params = "params"
     codec._decode_params = None
-    codec._on_stream = {}  # the default stream (gpu_codec.OWN_STREAM = 0)
     return codec
 
 
