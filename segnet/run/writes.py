@@ -90,13 +90,11 @@ class Paths:
             if r.folder:
                 folders.setdefault(identity(r.path), r)
         patterns = [r for r in self.reads if r.pattern is not None]
-        sequences = any(w.names is not None for w in self.writes)
         files_by_folder: dict[tuple, list[Read]] = {}
-        if sequences:
-            for r, _ in files:
-                files_by_folder.setdefault(identity(r.path.parent), []).append(r)
+        for r, _ in files:
+            files_by_folder.setdefault(identity(r.path.parent), []).append(r)
         singles: dict[tuple, tuple[int, Write]] = {}  # the first single file written, by identity
-        singles_by_folder: dict[tuple, list[tuple[int, Write]]] = {}  # with their order, where sequences are
+        singles_by_folder: dict[tuple, list[tuple[int, Write]]] = {}  # with their order
         named: dict[tuple, list[tuple[int, Write]]] = {}  # sequences and frame folders, by folder identity
         for order, w in enumerate(self.writes):
             key = identity(w.path)
@@ -118,8 +116,7 @@ class Paths:
                                  "another output")
             if w.names is None:
                 singles.setdefault(key, (order, w))
-                if sequences:
-                    singles_by_folder.setdefault(parent, []).append((order, w))
+                singles_by_folder.setdefault(parent, []).append((order, w))
             else:
                 named.setdefault(key, []).append((order, w))
             into = folders.get(parent)
