@@ -50,10 +50,13 @@ def _put_drawn(put, job: Job, result, picture) -> Job:
     return job
 
 
-def _draw_batch(segmenter, ready: list[tuple[Job, Any]]) -> Iterator[tuple[Any, Any]] | None:
-    """``(Segmentation, picture)`` per ready job, drawn by the network in one batch where it draws on the
-    device (``draws_on_device``) and the images share a size; None otherwise (drawn in the workers)."""
-    if not segmenter.draws_on_device or len({prepared.rgb.shape for _, prepared in ready}) != 1:
+def _draw_batch(segmenter, drawing: DrawSpec | None,
+                ready: list[tuple[Job, Any]]) -> Iterator[tuple[Any, Any]] | None:
+    """``(Segmentation, picture)`` per ready job, drawn by the network in one batch where it draws these
+    pictures (``drawing``) on the device (``draws_on_device``) and the images share a size; None otherwise
+    (drawn in the workers)."""
+    if drawing is None or drawing != segmenter.drawing or not segmenter.draws_on_device \
+            or len({prepared.rgb.shape for _, prepared in ready}) != 1:
         return None
     return iter(segmenter.draw_batch(np.stack([prepared.rgb for _, prepared in ready])))
 
@@ -105,8 +108,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
             drawn: Iterator | None = None
             if ready:
                 with timed_together([job for job, _ in ready], "inference"):
-                    if drawing is not None and drawing == segmenter.drawing:
-                        drawn = _draw_batch(segmenter, ready)  # the pictures drawn with the network
+                    drawn = _draw_batch(segmenter, drawing, ready)  # the pictures drawn with the network
                     if drawn is None:
                         results = iter(segmenter.infer_maps([prepared.tensor for _, prepared in ready]))
             for job, prepared in batch:  # in input order; failed loads pass straight to the sink
