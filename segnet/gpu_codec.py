@@ -117,7 +117,7 @@ class GpuCodec:
         gpu = sum(result is not None for result in results)
         self.counts["gpu_decoded"] += gpu
         self.counts["cpu_decoded"] += len(paths) - gpu
-        return [_cpu_read(path) if result is None else result for result, path in zip(results, paths)]
+        return [read_on_cpu(path) if result is None else result for result, path in zip(results, paths)]
 
     def _stream(self, path):
         """nvImageCodec's code stream of ``path`` when the GPU should decode it, else None."""
@@ -184,7 +184,9 @@ def write_file(picture: np.ndarray, path: str | os.PathLike, data: bytes | None)
     return None
 
 
-def _cpu_read(path) -> np.ndarray | SegnetError:
+def read_on_cpu(path) -> np.ndarray | SegnetError:
+    """``image_io.read_image(path)``, or the one-line ``SegnetError`` it raises, returned (the GPU codec's
+    stand-in for one file)."""
     try:
         return read_image(path)
     except SegnetError as exc:

@@ -5,11 +5,17 @@
                                                                                            ─▶ sink (in input order)
 
 JPEGs are decoded and encoded by ``gpu_codec.GpuCodec`` (any file or picture it refuses goes through the CPU
-codecs, per image), and the picture is drawn inside the fused graph (``Segmenter.draw_batch``), so this
-process's CPU only moves bytes. Batches of ``batch`` images overlap: one is decoded while the one before it
-runs through the network and the ones before that are encoded and written. The sink sees every job in
-input order, failed ones too; memory stays flat (at most ``depth`` batches in flight); on Ctrl-C queued work is
-cancelled and running writes finish (they are atomic).
+codecs, per image), and the picture is drawn inside the fused graph (``Segmenter.draw_batch``). Batches of
+``batch`` images overlap: one is decoded while the one before it runs through the network and the ones before
+that are encoded and written. The sink sees every job in input order, failed ones too; memory stays flat (at
+most ``depth`` batches in flight, plus those the CPU decoders hold); on Ctrl-C queued work is cancelled and
+running writes finish (they are atomic).
+
+Decoding is the slow stage: nvImageCodec's JPEG decoder does its Huffman stage on CPU threads and, on the
+GPU machine's progressive street JPEGs, tops out below what the network and the GPU encoder take (BENCHMARKS.md,
+issue 20). So the cores it leaves idle decode too: while every GPU decoder has a batch, the next batch goes to
+``cpu_decoders`` threads that decode it image by image with the CPU codecs (Pillow lets go of the GIL while it
+decodes), and whichever finishes first feeds the network first, in input order.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ..errors import SegnetError
+from ..options import cores
 from .job import Job, timed, timed_together
 
 #: Images decoded, run and encoded together.
@@ -32,34 +39,62 @@ DEPTH = 6
 #: Batches decoded at once (each by its own codec; nvImageCodec's JPEG decoding does its Huffman stage on
 #: CPU threads of its own).
 DECODERS = 3
+#: Threads decoding with the CPU codecs beside the GPU's decoders (None: one per core, less CPU_RESERVED);
+#: none when the codec is not on a GPU (then it is the CPU codec already).
+CPU_DECODERS: int | None = None
+#: Cores left to the rest of the run when CPU_DECODERS is None: the network's thread, the encoder's, the
+#: writers and the GPU decoders' Huffman threads.
+CPU_RESERVED = 4
 
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, codec,
-        batch: int | None = None, depth: int | None = None, writers: int = 8, decoders: int | None = None) -> dict:
+        batch: int | None = None, depth: int | None = None, writers: int = 8, decoders: int | None = None,
+        cpu_decoders: int | None = None) -> dict:
     """Segment every job (image files: ``job.path``; pictures to ``job.target`` or none) with ``codec``
     decoding and encoding and the segmenter drawing (``segmenter.draw_batch``). ``sink(job)`` runs here, in
     input order, for every job. ``decoders``: batches decoded at once, each by its own codec (one decoder
     is used by one thread at a time; nvImageCodec's JPEG decoding does its Huffman stage on CPU threads).
-    Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds"}``."""
+    ``cpu_decoders``: threads decoding with the CPU codecs the batches that come while every codec is busy
+    (default ``CPU_DECODERS``, for a codec on a GPU only). Returns ``{"kind", "workers", "cpu_seconds",
+    "main_cpu_seconds"}``."""
     cpu_start = time.process_time()
     batch, depth, decoders = batch or BATCH, depth or DEPTH, decoders or DECODERS  # read now: tools change them
+    on_gpu = getattr(codec, "on_gpu", False)
+    codecs = [codec] + ([type(codec)() for _ in range(decoders - 1)] if on_gpu else [])
+    if cpu_decoders is None:
+        cpu_decoders = (CPU_DECODERS if CPU_DECODERS is not None else max(0, cores() - CPU_RESERVED)) if on_gpu else 0
     chunks = _chunks(iter(jobs), batch)
-    codecs = [codec] + ([type(codec)() for _ in range(decoders - 1)] if getattr(codec, "on_gpu", False) else [])
     free: queue.SimpleQueue = queue.SimpleQueue()
     for each in codecs:
         free.put(each)
-    reader = ThreadPoolExecutor(len(codecs), thread_name_prefix="segnet-decode")
+    # the CPU's share: enough batches ahead to keep its threads busy while the GPU's decoders have theirs
+    cpu_batches = -(-2 * cpu_decoders // batch) if cpu_decoders else 0
+    depth += cpu_batches
+    reader = ThreadPoolExecutor(len(codecs) + cpu_batches, thread_name_prefix="segnet-decode")
+    cpu_pool = ThreadPoolExecutor(cpu_decoders, thread_name_prefix="segnet-decode-cpu") if cpu_decoders else None
     encoder = ThreadPoolExecutor(1, thread_name_prefix="segnet-encode")  # one codec, one thread
     files = ThreadPoolExecutor(max(1, writers), thread_name_prefix="segnet-write")  # each write is synced
     decoding: deque[tuple[list[Job], Future]] = deque()
     writing: deque[tuple[list[Job], Future | None]] = deque()
+    on_codecs: list[Future] = []  # batches a codec decodes or waits for
+    on_cpu: list[Future] = []  # batches the CPU threads decode
+
+    def decode(chunk: list[Job]) -> Future:
+        """The batch to a codec while one is free or the CPU threads have enough, else to the CPU threads."""
+        on_codecs[:] = [f for f in on_codecs if not f.done()]
+        on_cpu[:] = [f for f in on_cpu if not f.done()]
+        if cpu_pool is None or len(on_codecs) < len(codecs) or len(on_cpu) >= cpu_batches:
+            on_codecs.append(reader.submit(_decode, free, chunk))
+            return on_codecs[-1]
+        on_cpu.append(reader.submit(_decode_on_cpu, cpu_pool, chunk))
+        return on_cpu[-1]
 
     def fill():
         while len(decoding) < depth:
             chunk = next(chunks, None)
             if chunk is None:
                 return
-            decoding.append((chunk, reader.submit(_decode, free, chunk)))
+            decoding.append((chunk, decode(chunk)))
 
     def drain(limit: int):
         while len(writing) > limit:
@@ -82,10 +117,12 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
             drain(depth)
         drain(0)
     finally:
-        for pool in (reader, encoder, files):
-            pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (reader, cpu_pool, encoder, files):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     cpu = time.process_time() - cpu_start
-    return {"kind": "device", "workers": 2 + max(1, writers), "cpu_seconds": cpu, "main_cpu_seconds": cpu}
+    return {"kind": "device", "workers": 2 + max(1, writers) + cpu_decoders, "cpu_seconds": cpu,
+            "main_cpu_seconds": cpu}
 
 
 def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
@@ -97,23 +134,35 @@ def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
 
 
 def _decode(free: queue.SimpleQueue, chunk: list[Job]) -> list[tuple[list[Job], np.ndarray]]:
-    """The chunk's images by a codec no other thread is using, stacked here into one array per size (``[N, H,
-    W, 3]``; the network's thread only runs them) with the jobs they belong to; a file that cannot be read has
-    its SegnetError set on its job. The time is shared out."""
+    """The chunk's images by a codec no other thread is using, stacked (``_stacked``). The time is shared out."""
     with timed_together(chunk, "decode"):
         codec = free.get()
         try:
             images = codec.read_images([job.path for job in chunk])
         finally:
             free.put(codec)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, (job, image) in enumerate(zip(chunk, images)):
-            if isinstance(image, SegnetError):
-                job.error = image
-            else:
-                by_shape.setdefault(image.shape, []).append(i)
-        return [([chunk[i] for i in indices], np.stack([images[i] for i in indices]))
-                for indices in by_shape.values()]
+        return _stacked(chunk, images)
+
+
+def _decode_on_cpu(pool: ThreadPoolExecutor, chunk: list[Job]) -> list[tuple[list[Job], np.ndarray]]:
+    """The chunk's images decoded by the CPU codecs, one image per thread of ``pool``, stacked (``_stacked``)."""
+    from ..gpu_codec import read_on_cpu
+
+    with timed_together(chunk, "decode"):
+        return _stacked(chunk, list(pool.map(read_on_cpu, [job.path for job in chunk])))
+
+
+def _stacked(chunk: list[Job], images: list) -> list[tuple[list[Job], np.ndarray]]:
+    """The chunk's decoded images stacked here into one array per size (``[N, H, W, 3]``; the network's thread
+    only runs them) with the jobs they belong to; a file that could not be read (its ``SegnetError`` in its
+    image's place) has the error set on its job."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, (job, image) in enumerate(zip(chunk, images)):
+        if isinstance(image, SegnetError):
+            job.error = image
+        else:
+            by_shape.setdefault(image.shape, []).append(i)
+    return [([chunk[i] for i in indices], np.stack([images[i] for i in indices])) for indices in by_shape.values()]
 
 
 def _infer(segmenter, groups: list[tuple[list[Job], np.ndarray]]) -> None:

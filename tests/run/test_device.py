@@ -59,6 +59,48 @@ def test_the_device_executor_writes_what_the_cpu_executors_write(folder, tmp_pat
     assert all({"decode", "inference", "encode"} <= set(e.seconds) for e in done)
 
 
+def test_cpu_threads_decode_the_batches_that_come_while_the_codec_is_busy(folder, tmp_path, monkeypatch):
+    """Beside the GPU's decoders, CPU threads decode the batches that arrive while every codec has one (issue
+    20): here the one codec holds its first batch until a CPU thread has decoded an image of a later batch, so
+    both decode, and the files are still the CPU executor's, byte for byte, reported in input order."""
+    import threading
+
+    from segnet import gpu_codec
+
+    threads, cpu_decoded = [], threading.Event()
+    real_read = gpu_codec.read_on_cpu
+
+    def read(path):
+        threads.append(threading.current_thread().name)
+        if threading.current_thread().name.startswith("segnet-decode-cpu"):
+            cpu_decoded.set()
+        return real_read(path)
+
+    class HeldCodec:  # the GPU codec's interface, decoding on the CPU once a CPU thread has decoded
+        on_gpu = False
+
+        def read_images(self, paths):
+            assert cpu_decoded.wait(60), "no batch went to the CPU threads while the codec held one"
+            return [gpu_codec.read_on_cpu(path) for path in paths]
+
+        def jpeg_data(self, pictures, paths):
+            return {}  # write_file encodes with Pillow
+
+    monkeypatch.setattr(gpu_codec, "read_on_cpu", read)
+    real = device_executor.run
+    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec: real(
+        segmenter, jobs, sink, codec=HeldCodec(), batch=2, decoders=1, cpu_decoders=2))
+    checksums = _digests(folder)
+    events = []
+    summary = run(folder, tmp_path / "device", fuse="on", image_codec="gpu", on_event=events.append)
+    assert {name.rsplit("_", 1)[0] for name in threads} == {"segnet-decode", "segnet-decode-cpu"}
+    reference = run(folder, tmp_path / "cpu", image_codec="cpu")
+    assert (summary.done, summary.failed) == (reference.done, reference.failed) == (6, 1)
+    assert _digests(tmp_path / "device") == _digests(tmp_path / "cpu")
+    assert _digests(folder) == checksums
+    assert [e.index for e in events if isinstance(e, (ImageDone, ImageFailed))] == list(range(7))
+
+
 def test_the_device_executor_is_not_chosen_on_a_cpu_by_default(folder, tmp_path, monkeypatch, caplog):
     used = []
     monkeypatch.setattr(device_executor, "run", lambda *a, **k: used.append(True))
