@@ -170,6 +170,42 @@ class GpuCodec:
         return [write_file(picture, path, data.get(i)) for i, (picture, path) in enumerate(zip(pictures, paths))]
 
 
+class CpuCodec:
+    """The codec interface on the CPU codecs alone (where the GPU codec could not start): ``read_images``
+    decodes with ``image_io``, ``jpeg_data`` leaves encoding to ``write_file``."""
+
+    on_gpu = False
+
+    def read_images(self, paths: Sequence[str | os.PathLike]) -> list[np.ndarray | SegnetError]:
+        return [read_on_cpu(path) for path in paths]
+
+    def jpeg_data(self, pictures: Sequence[np.ndarray], paths: Sequence[str | os.PathLike]) -> dict[int, bytes]:
+        return {}
+
+
+def may_start() -> bool:
+    """Whether ``GpuCodec()`` may start on a GPU here: nvImageCodec is installed and the driver reports a GPU
+    (checked without importing nvImageCodec, whose start takes about a second)."""
+    return _installed() and _gpu_visible()
+
+
+def start_in_background():
+    """A Future of ``GpuCodec()``, made by a thread of its own, so that a run need not wait for it."""
+    import threading
+    from concurrent.futures import Future
+
+    started: Future = Future()
+
+    def make():
+        try:
+            started.set_result(GpuCodec())
+        except BaseException as exc:  # noqa: BLE001  (handed to whoever waits on it)
+            started.set_exception(exc)
+
+    threading.Thread(target=make, name="segnet-codec-start", daemon=True).start()
+    return started
+
+
 def write_file(picture: np.ndarray, path: str | os.PathLike, data: bytes | None) -> SegnetError | None:
     """``picture`` written to ``path`` atomically: as the encoded ``data`` when given (a JPEG from the GPU),
     else by ``image_io.write_image``; None, or the file's one-line error."""

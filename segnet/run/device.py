@@ -20,6 +20,7 @@ decodes), and whichever finishes first feeds the network first, in input order.
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from collections import deque
@@ -31,6 +32,8 @@ import numpy as np
 from ..errors import SegnetError
 from ..options import cores
 from .job import Job, timed, timed_together
+
+log = logging.getLogger(__name__)
 
 #: Images decoded, run and encoded together.
 BATCH = 32
@@ -52,25 +55,24 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
         cpu_decoders: int | None = None) -> dict:
     """Segment every job (image files: ``job.path``; pictures to ``job.target`` or none) with ``codec``
     decoding and encoding and the segmenter drawing (``segmenter.draw_batch``). ``sink(job)`` runs here, in
-    input order, for every job. ``decoders``: batches decoded at once, each by its own codec (one decoder
-    is used by one thread at a time; nvImageCodec's JPEG decoding does its Huffman stage on CPU threads).
-    ``cpu_decoders``: threads decoding with the CPU codecs the batches that come while every codec is busy
-    (default ``CPU_DECODERS``, for a codec on a GPU only). Returns ``{"kind", "workers", "cpu_seconds",
+    input order, for every job. ``codec``: a ``GpuCodec``, or a Future of one still starting (the run begins
+    without it: CPU threads decode and the writers encode with Pillow until it is there). ``decoders``:
+    batches decoded at once, each by its own codec (one decoder is used by one thread at a time;
+    nvImageCodec's JPEG decoding does its Huffman stage on CPU threads). ``cpu_decoders``: threads decoding
+    with the CPU codecs the batches that come while every codec is busy (default ``CPU_DECODERS``, for a
+    codec on a GPU, or still starting, only). Returns ``{"kind", "workers", "cpu_seconds",
     "main_cpu_seconds"}``."""
     cpu_start = time.process_time()
     batch, depth, decoders = batch or BATCH, depth or DEPTH, decoders or DECODERS  # read now: tools change them
-    on_gpu = getattr(codec, "on_gpu", False)
-    codecs = [codec] + ([type(codec)() for _ in range(decoders - 1)] if on_gpu else [])
+    codecs = _Codecs(codec, decoders)
     if cpu_decoders is None:
+        on_gpu = isinstance(codec, Future) or getattr(codec, "on_gpu", False)
         cpu_decoders = (CPU_DECODERS if CPU_DECODERS is not None else max(0, cores() - CPU_RESERVED)) if on_gpu else 0
     chunks = _chunks(iter(jobs), batch)
-    free: queue.SimpleQueue = queue.SimpleQueue()
-    for each in codecs:
-        free.put(each)
-    # the CPU's share: enough batches ahead to keep its threads busy while the GPU's decoders have theirs
-    cpu_batches = -(-2 * cpu_decoders // batch) if cpu_decoders else 0
+    # the CPU's share: a batch being decoded and the next one queued, so that its threads never wait
+    cpu_batches = 1 + -(-cpu_decoders // batch) if cpu_decoders else 0
     depth += cpu_batches
-    reader = ThreadPoolExecutor(len(codecs) + cpu_batches, thread_name_prefix="segnet-decode")
+    reader = ThreadPoolExecutor(decoders + cpu_batches, thread_name_prefix="segnet-decode")
     cpu_pool = ThreadPoolExecutor(cpu_decoders, thread_name_prefix="segnet-decode-cpu") if cpu_decoders else None
     encoder = ThreadPoolExecutor(1, thread_name_prefix="segnet-encode")  # one codec, one thread
     files = ThreadPoolExecutor(max(1, writers), thread_name_prefix="segnet-write")  # each write is synced
@@ -83,8 +85,8 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
         """The batch to a codec while one is free or the CPU threads have enough, else to the CPU threads."""
         on_codecs[:] = [f for f in on_codecs if not f.done()]
         on_cpu[:] = [f for f in on_cpu if not f.done()]
-        if cpu_pool is None or len(on_codecs) < len(codecs) or len(on_cpu) >= cpu_batches:
-            on_codecs.append(reader.submit(_decode, free, chunk))
+        if cpu_pool is None or len(on_codecs) < codecs.ready or len(on_cpu) >= cpu_batches:
+            on_codecs.append(reader.submit(_decode, codecs.free, chunk))
             return on_codecs[-1]
         on_cpu.append(reader.submit(_decode_on_cpu, cpu_pool, chunk))
         return on_cpu[-1]
@@ -113,7 +115,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
             fill()
             _infer(segmenter, groups)
             targets = [job for job in chunk if job.error is None and job.target is not None]
-            writing.append((chunk, encoder.submit(_write, codec, files, targets) if targets else None))
+            writing.append((chunk, encoder.submit(_write, codecs.encoder, files, targets) if targets else None))
             drain(depth)
         drain(0)
     finally:
@@ -123,6 +125,39 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
     cpu = time.process_time() - cpu_start
     return {"kind": "device", "workers": 2 + max(1, writers) + cpu_decoders, "cpu_seconds": cpu,
             "main_cpu_seconds": cpu}
+
+
+class _Codecs:
+    """The run's codecs: ``free`` holds those no thread is using (``ready`` of them in all, once started) and
+    ``encoder`` the one that encodes (None: the writers encode with Pillow). A codec still starting (a
+    Future) joins when it is there, with ``decoders - 1`` more like it on a GPU; one that fails to start
+    leaves a CPU stand-in, so that batches waiting for a codec still decode."""
+
+    def __init__(self, codec, decoders: int):
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        self.ready = 0
+        self.encoder = None
+        if isinstance(codec, Future):
+            codec.add_done_callback(lambda started: self._arrived(started, decoders))
+        else:
+            self._add(codec, decoders)
+
+    def _arrived(self, started: Future, decoders: int) -> None:
+        try:
+            codec = started.result()
+        except BaseException as exc:  # noqa: BLE001  (any failure: the run goes on with the CPU codecs)
+            from ..gpu_codec import CpuCodec
+
+            log.info("JPEG decoding and encoding stay on the CPU: the GPU codec did not start (%s)", exc)
+            codec = CpuCodec()
+        self._add(codec, decoders)
+
+    def _add(self, codec, decoders: int) -> None:
+        more = [type(codec)() for _ in range(decoders - 1)] if getattr(codec, "on_gpu", False) else []
+        for each in (codec, *more):
+            self.free.put(each)
+        self.encoder = codec
+        self.ready = 1 + len(more)
 
 
 def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
@@ -179,11 +214,12 @@ def _infer(segmenter, groups: list[tuple[list[Job], np.ndarray]]) -> None:
 
 def _write(codec, files: ThreadPoolExecutor, jobs: list[Job]) -> None:
     """Encode the JPEG pictures in one call (the GPU's), then write every file in the pool; any other format,
-    and any picture the codec refuses, is written by ``image_io.write_image`` there."""
+    any picture the codec refuses, and every picture while there is no codec yet (None), is written by
+    ``image_io.write_image`` there."""
     from ..gpu_codec import write_file
 
     with timed_together(jobs, "encode"):
-        data = codec.jpeg_data([job.picture for job in jobs], [job.target for job in jobs])
+        data = {} if codec is None else codec.jpeg_data([job.picture for job in jobs], [job.target for job in jobs])
 
     def put(index: int, job: Job) -> None:
         error = timed(job, "write", write_file, job.picture, job.target, data.get(index))

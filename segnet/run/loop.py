@@ -188,11 +188,14 @@ class Runner:
     def device_codec(self, feed: Feed, drawing: DrawSpec | None):
         """nvImageCodec's codec (``gpu_codec.GpuCodec``) when the device executor runs this feed: image files
         with pictures, drawn inside the graph (``draws_on_device``), and the GPU codec there (``auto``) or
-        asked for (``gpu``: files it cannot take go through the CPU codecs, and one line says why)."""
+        asked for (``gpu``: files it cannot take go through the CPU codecs, and one line says why). Where it
+        may start on a GPU, it starts in the background (about a second) while the run begins on the CPU
+        codecs: a Future of it."""
         mode = self.options.image_codec
         if mode == "cpu" or drawing is None or not feed.writes_files or not self.segmenter.draws_on_device:
             return None
-        from ..gpu_codec import GpuCodec
+        from .. import gpu_codec
 
-        codec = GpuCodec()
-        return codec if codec.on_gpu or mode == "gpu" else None
+        if gpu_codec.may_start():
+            return gpu_codec.start_in_background()
+        return gpu_codec.GpuCodec() if mode == "gpu" else None  # says why the GPU codec is not used

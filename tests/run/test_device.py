@@ -101,6 +101,53 @@ def test_cpu_threads_decode_the_batches_that_come_while_the_codec_is_busy(folder
     assert [e.index for e in events if isinstance(e, (ImageDone, ImageFailed))] == list(range(7))
 
 
+def test_the_run_begins_on_the_cpu_codecs_while_the_gpu_codec_starts(folder, tmp_path, monkeypatch):
+    """nvImageCodec takes about a second to start: the run does not wait for it (issue 20). Until it is there
+    CPU threads decode and the writers encode; the batches after it decode and encode with it. Here the codec
+    arrives once the first file is written, so both happen in one run; the files are the CPU executor's, byte
+    for byte."""
+    from concurrent.futures import Future
+
+    from segnet import gpu_codec
+
+    arriving: Future = Future()
+    decoded, encoded = [], []
+
+    class LateCodec:  # the GPU codec's interface on the CPU codecs
+        on_gpu = False
+
+        def read_images(self, paths):
+            decoded.extend(paths)
+            return [gpu_codec.read_on_cpu(path) for path in paths]
+
+        def jpeg_data(self, pictures, paths):
+            encoded.extend(paths)
+            return {i: gpu_codec._cpu_jpeg(p) for i, (p, path) in enumerate(zip(pictures, paths))
+                    if str(path).endswith(".jpg")}
+
+    real_write = gpu_codec.write_file
+
+    def write(picture, path, data):
+        error = real_write(picture, path, data)
+        if not arriving.done():
+            arriving.set_result(LateCodec())
+        return error
+
+    monkeypatch.setattr(gpu_codec, "write_file", write)
+    monkeypatch.setattr(gpu_codec, "may_start", lambda: True)
+    monkeypatch.setattr(gpu_codec, "start_in_background", lambda: arriving)
+    real = device_executor.run
+    given = []
+    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec: given.append(codec) or real(
+        segmenter, jobs, sink, codec=codec, batch=2, decoders=1, cpu_decoders=2))
+    summary = run(folder, tmp_path / "device", fuse="on", image_codec="gpu")
+    reference = run(folder, tmp_path / "cpu", image_codec="cpu")
+    assert given == [arriving] and decoded and encoded  # the codec joined the run ...
+    assert len(encoded) < summary.done  # ... after it had begun without it
+    assert (summary.done, summary.failed) == (reference.done, reference.failed) == (6, 1)
+    assert _digests(tmp_path / "device") == _digests(tmp_path / "cpu")
+
+
 def test_the_device_executor_is_not_chosen_on_a_cpu_by_default(folder, tmp_path, monkeypatch, caplog):
     used = []
     monkeypatch.setattr(device_executor, "run", lambda *a, **k: used.append(True))
