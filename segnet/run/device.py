@@ -101,8 +101,8 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
     def drain(limit: int):
         while len(writing) > limit:
             chunk, future = writing.popleft()
-            if future is not None:
-                future.result()
+            for written in future.result() if future is not None else ():
+                written.result()
             for job in chunk:
                 if sink is not None:
                     sink(job)
@@ -212,10 +212,12 @@ def _infer(segmenter, groups: list[tuple[list[Job], np.ndarray]]) -> None:
                     job.error = exc
 
 
-def _write(codec, files: ThreadPoolExecutor, jobs: list[Job]) -> None:
-    """Encode the JPEG pictures in one call (the GPU's), then write every file in the pool; any other format,
-    any picture the codec refuses, and every picture while there is no codec yet (None), is written by
-    ``image_io.write_image`` there."""
+def _write(codec, files: ThreadPoolExecutor, jobs: list[Job]) -> list[Future]:
+    """Encode the JPEG pictures in one call (the GPU's), then hand every file to the pool to write; any other
+    format, any picture the codec refuses, and every picture while there is no codec yet (None), is written
+    by ``image_io.write_image`` there. Returns the writes, not waiting for them: the encoder goes on with the
+    next batch while these are written (each write is synced, and waiting for a batch's writes had the
+    encoder, and so the network's thread, waiting on the disk; BENCHMARKS.md, issue 20, run 10)."""
     from ..gpu_codec import write_file
 
     with timed_together(jobs, "encode"):
@@ -227,5 +229,4 @@ def _write(codec, files: ThreadPoolExecutor, jobs: list[Job]) -> None:
         if error is not None:
             job.error = error
 
-    for future in [files.submit(put, i, job) for i, job in enumerate(jobs)]:
-        future.result()
+    return [files.submit(put, i, job) for i, job in enumerate(jobs)]

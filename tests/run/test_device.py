@@ -148,6 +148,46 @@ def test_the_run_begins_on_the_cpu_codecs_while_the_gpu_codec_starts(folder, tmp
     assert _digests(tmp_path / "device") == _digests(tmp_path / "cpu")
 
 
+def test_the_encoder_goes_on_while_a_batch_is_written(folder, tmp_path, monkeypatch):
+    """Each write is synced, so a batch's writes take a while; the encoder hands them to the writers and goes
+    on with the next batch (issue 20: waiting for them held the network's thread up). Here the first file's
+    write waits until the next batch has been encoded; the files are still the CPU executor's."""
+    import threading
+
+    from segnet import gpu_codec
+
+    batches, second_encoded = [], threading.Event()
+
+    class Codec:  # the GPU codec's interface on the CPU codecs
+        on_gpu = False
+
+        def read_images(self, paths):
+            return [gpu_codec.read_on_cpu(path) for path in paths]
+
+        def jpeg_data(self, pictures, paths):
+            batches.append(len(paths))
+            if len(batches) == 2:
+                second_encoded.set()
+            return {}
+
+    real_write, waited = gpu_codec.write_file, []
+
+    def write(picture, path, data):
+        if not waited:
+            waited.append(second_encoded.wait(30))
+        return real_write(picture, path, data)
+
+    monkeypatch.setattr(gpu_codec, "write_file", write)
+    real = device_executor.run
+    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec: real(
+        segmenter, jobs, sink, codec=Codec(), batch=2, writers=1))
+    summary = run(folder, tmp_path / "device", fuse="on", image_codec="gpu")
+    reference = run(folder, tmp_path / "cpu", image_codec="cpu")
+    assert waited == [True]  # the second batch was encoded while the first one's write waited
+    assert (summary.done, summary.failed) == (reference.done, reference.failed) == (6, 1)
+    assert _digests(tmp_path / "device") == _digests(tmp_path / "cpu")
+
+
 def test_the_device_executor_is_not_chosen_on_a_cpu_by_default(folder, tmp_path, monkeypatch, caplog):
     used = []
     monkeypatch.setattr(device_executor, "run", lambda *a, **k: used.append(True))
