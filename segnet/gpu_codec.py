@@ -54,8 +54,12 @@ JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 class GpuCodec:
     """nvImageCodec's decoder and encoder on GPU ``device``, or, where there is none, the CPU codecs."""
 
-    def __init__(self, device: int = 0, threads: int | None = None):
+    def __init__(self, device: int = 0, threads: int | None = None, *, capture_stderr: bool = True):
+        """``capture_stderr``: what nvImageCodec prints while it starts becomes debug records (the capture of
+        file descriptor 2 takes every thread's writes while it lasts: False where other threads may be
+        printing, as ``start_in_background`` does)."""
         self.device = device
+        self._threads = threads
         self.on_gpu = False
         self.reason = ""  # why the GPU codec is not used ("" when it is)
         #: images each side decoded and encoded so far (the CPU's include the GPU's refusals)
@@ -71,17 +75,21 @@ class GpuCodec:
         elif not _gpu_visible():
             self.reason = "the NVIDIA driver reports no GPU"
         else:
-            self._start(CPU_THREADS if threads is None else threads)
+            with _stderr_to_log() if capture_stderr else contextlib.nullcontext():
+                self._start(CPU_THREADS if threads is None else threads)
         if self.reason:
             log.info("JPEG decoding and encoding stay on the CPU: %s", self.reason)
 
+    def twin(self) -> GpuCodec:
+        """Another codec like this one (a decoder of its own), started without capturing stderr: the module is
+        imported already, and the thread asking may not be the only one printing."""
+        return GpuCodec(self.device, self._threads, capture_stderr=False)
+
     def _start(self, threads: int) -> None:
         try:
-            with _stderr_to_log():  # nvImageCodec prints each codec library it does not find (nvJPEG2000, nvTIFF)
-                import nvidia.nvimgcodec as nvimgcodec
-
-                self._decoder = nvimgcodec.Decoder(device_id=self.device, max_num_cpu_threads=threads)
-                self._encoder = nvimgcodec.Encoder(device_id=self.device, max_num_cpu_threads=threads)
+            nvimgcodec = _imported()
+            self._decoder = nvimgcodec.Decoder(device_id=self.device, max_num_cpu_threads=threads)
+            self._encoder = nvimgcodec.Encoder(device_id=self.device, max_num_cpu_threads=threads)
         except Exception as exc:  # nvImageCodec raises RuntimeError for CUDA and codec failures
             self.reason = f"nvImageCodec cannot start on GPU {self.device} ({_first_line(exc)})"
             return
@@ -190,15 +198,20 @@ def may_start() -> bool:
 
 
 def start_in_background():
-    """A Future of ``GpuCodec()``, made by a thread of its own, so that a run need not wait for it."""
+    """A Future of ``GpuCodec()``, made by a thread of its own, so that a run need not wait for it (about a
+    second on the GPU machine: its decoder and encoder). The module is imported here first, in the calling
+    thread: its import is what prints (``_imported``), and the capture of file descriptor 2 that hides it
+    would hide every other thread's writes to stderr while it lasts."""
     import threading
     from concurrent.futures import Future
 
+    with contextlib.suppress(Exception):  # a broken install: GpuCodec() says why, in the thread
+        _imported()
     started: Future = Future()
 
     def make():
         try:
-            started.set_result(GpuCodec())
+            started.set_result(GpuCodec(capture_stderr=False))
         except BaseException as exc:  # noqa: BLE001  (handed to whoever waits on it)
             started.set_exception(exc)
 
@@ -250,6 +263,18 @@ def _host_rgb(image) -> np.ndarray | None:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         return None
     return np.ascontiguousarray(array)
+
+
+def _imported():
+    """nvImageCodec's module. Its import prints a line for each codec library it does not find (nvJPEG2000,
+    nvTIFF) straight to file descriptor 2: those lines become debug records (``_stderr_to_log``)."""
+    import importlib
+    import sys
+
+    if "nvidia.nvimgcodec" in sys.modules:
+        return sys.modules["nvidia.nvimgcodec"]
+    with _stderr_to_log():
+        return importlib.import_module("nvidia.nvimgcodec")
 
 
 def _installed() -> bool:

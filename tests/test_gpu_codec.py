@@ -169,3 +169,51 @@ def test_native_stderr_becomes_debug_records(caplog):
     with caplog.at_level(logging.DEBUG, "segnet.gpu_codec"), gpu_codec._stderr_to_log():
         os.write(2, b"Failed to load nvjpeg2k library!\n")
     assert [r.getMessage() for r in caplog.records] == ["nvImageCodec: Failed to load nvjpeg2k library!"]
+
+
+def test_a_codec_started_in_the_background_prints_nothing_and_hides_no_other_output(tmp_path, monkeypatch,
+                                                                                     capfd, caplog):
+    """nvImageCodec's import prints a line per codec library it does not find; the capture that turns them into
+    debug records takes every thread's writes to stderr while it lasts. So ``start_in_background`` imports in
+    the calling thread, and the thread that starts the decoder and encoder captures nothing: a line another
+    thread writes meanwhile reaches stderr."""
+    import threading
+
+    package = tmp_path / "site" / "nvidia" / "nvimgcodec"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import os, threading\n"
+        "os.write(2, b'Failed to load nvjpeg2k library!\\n')\n"
+        "release = threading.Event()\n"
+        "SRGB = CMYK = YCCK = None\n"
+        "class Decoder:\n"
+        "    def __init__(self, **kwargs):\n"
+        "        assert release.wait(30)\n"  # starting takes a while: another thread prints meanwhile
+        "Encoder = Decoder\n"
+        "def DecodeParams(**kwargs): return kwargs\n"
+        "def EncodeParams(**kwargs): return kwargs\n"
+        "def JpegEncodeParams(**kwargs): return kwargs\n"
+        "class QualityType: QUALITY = 'quality'\n"
+        "class ChromaSubsampling: CSS_420 = '420'\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in ("nvidia", "nvidia.nvimgcodec"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(gpu_codec, "_gpu_visible", lambda: True)
+    captured = []
+    real_capture = gpu_codec._stderr_to_log
+
+    def capture():
+        captured.append(threading.current_thread().name)
+        return real_capture()
+
+    monkeypatch.setattr(gpu_codec, "_stderr_to_log", capture)
+    with caplog.at_level(logging.DEBUG, "segnet.gpu_codec"):
+        started = gpu_codec.start_in_background()
+        os.write(2, b"segnet: a line of the run\n")  # while the decoder starts in the other thread
+        sys.modules["nvidia.nvimgcodec"].release.set()
+        codec = started.result(timeout=30)
+    assert codec.on_gpu and codec.twin().on_gpu
+    assert captured == [threading.current_thread().name]  # the import's, here; none in the starting thread
+    err = capfd.readouterr().err
+    assert "segnet: a line of the run" in err and "nvjpeg2k" not in err
+    assert "nvImageCodec: Failed to load nvjpeg2k library!" in [r.getMessage() for r in caplog.records]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -122,6 +123,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
         for pool in (reader, cpu_pool, encoder, files):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+        codecs.settled()
     cpu = time.process_time() - cpu_start
     return {"kind": "device", "workers": 2 + max(1, writers) + cpu_decoders, "cpu_seconds": cpu,
             "main_cpu_seconds": cpu}
@@ -137,10 +139,16 @@ class _Codecs:
         self.free: queue.SimpleQueue = queue.SimpleQueue()
         self.ready = 0
         self.encoder = None
+        self.added = threading.Event()  # every codec is in ``free``
         if isinstance(codec, Future):
             codec.add_done_callback(lambda started: self._arrived(started, decoders))
         else:
             self._add(codec, decoders)
+
+    def settled(self, timeout: float = 60.0) -> None:
+        """Wait for a codec still starting (its thread is in CUDA and nvJPEG calls: a run that ends before it
+        is there must not end the process under it)."""
+        self.added.wait(timeout)
 
     def _arrived(self, started: Future, decoders: int) -> None:
         try:
@@ -153,11 +161,12 @@ class _Codecs:
         self._add(codec, decoders)
 
     def _add(self, codec, decoders: int) -> None:
-        more = [type(codec)() for _ in range(decoders - 1)] if getattr(codec, "on_gpu", False) else []
+        more = [codec.twin() for _ in range(decoders - 1)] if getattr(codec, "on_gpu", False) else []
         for each in (codec, *more):
             self.free.put(each)
         self.encoder = codec
         self.ready = 1 + len(more)
+        self.added.set()
 
 
 def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
