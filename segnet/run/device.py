@@ -1,21 +1,24 @@
 """The device executor (issue 20): image files whose pixels stay with the GPU's codec and the network.
 
-    read + decode a batch (nvImageCodec) ─▶ network + class map + picture ─▶ encode (nvImageCodec) ─▶ write files
-           (a worker thread)                  (the fused graph, this thread)   (a worker thread)    (a pool)
-                                                                                           ─▶ sink (in input order)
+    read + decode a batch ─▶ network + class map + picture ─▶ encode a batch ─▶ write files ─▶ sink (in input
+    (nvImageCodec, or CPU      (the fused graph, this thread)   (nvImageCodec,    (a pool)      order, here)
+     threads: a worker thread)                                  a worker thread)
 
 JPEGs are decoded and encoded by ``gpu_codec.GpuCodec`` (any file or picture it refuses goes through the CPU
 codecs, per image), and the picture is drawn inside the fused graph (``Segmenter.draw_batch``). Batches of
-``batch`` images overlap: one is decoded while the one before it runs through the network and the ones before
-that are encoded and written. The sink sees every job in input order, failed ones too; memory stays flat (at
-most ``depth`` batches in flight, plus those the CPU decoders hold); on Ctrl-C queued work is cancelled and
-running writes finish (they are atomic).
+``batch`` images overlap: some are decoded while the one before them runs through the network and the ones
+before that are encoded and written; the encoder hands a batch's files to the writers and goes on (each write
+is synced). The sink sees every job in input order, failed ones too; memory stays flat (at most ``depth``
+batches decoding and as many being written, the CPU decoders adding the batches they hold); on Ctrl-C queued
+work is cancelled and running writes finish (they are atomic).
 
-Decoding is the slow stage: nvImageCodec's JPEG decoder does its Huffman stage on CPU threads and, on the
-GPU machine's progressive street JPEGs, tops out below what the network and the GPU encoder take (BENCHMARKS.md,
-issue 20). So the cores it leaves idle decode too: while every GPU decoder has a batch, the next batch goes to
-``cpu_decoders`` threads that decode it image by image with the CPU codecs (Pillow lets go of the GIL while it
-decodes), and whichever finishes first feeds the network first, in input order.
+nvImageCodec's decoders, as threads of one process, share its library instance: on the GPU machine's
+progressive street JPEGs they decode about 480-800 images/s however many there are (BENCHMARKS.md, issue 20,
+runs 4-10), and do their Huffman stage on CPU threads. So the cores they leave idle decode too: while every
+decoder has a batch, the next batch goes to ``cpu_decoders`` threads that decode it image by image with the
+CPU codecs (Pillow lets go of the GIL while it decodes), and the network takes the batches in input order
+whoever decoded them. nvImageCodec takes about a second to start: given a Future of the codec, the run begins
+at once on the CPU codecs (the writers encode with Pillow) and the codec joins when it is there.
 """
 
 from __future__ import annotations
