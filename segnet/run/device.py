@@ -59,8 +59,9 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
         cpu_decoders: int | None = None) -> dict:
     """Segment every job (image files: ``job.path``; pictures to ``job.target`` or none) with ``codec``
     decoding and encoding and the segmenter drawing (``segmenter.draw_batch``). ``sink(job)`` runs here, in
-    input order, for every job. ``codec``: a ``GpuCodec``, or a Future of one still starting (the run begins
-    without it: CPU threads decode and the writers encode with Pillow until it is there). ``decoders``:
+    input order, for every job. ``codec``: a ``GpuCodec``, a Future of one still starting, or a function that
+    starts one and returns its Future (called once the first batch has run: ``_Codecs``); the run begins
+    without it (CPU threads decode and the writers encode with Pillow until it is there). ``decoders``:
     batches decoded at once, each by its own codec (one decoder is used by one thread at a time;
     nvImageCodec's JPEG decoding does its Huffman stage on CPU threads). ``cpu_decoders``: threads decoding
     with the CPU codecs the batches that come while every codec is busy (default ``CPU_DECODERS``, for a
@@ -70,8 +71,10 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
     batch, depth, decoders = batch or BATCH, depth or DEPTH, decoders or DECODERS  # read now: tools change them
     codecs = _Codecs(codec, decoders)
     if cpu_decoders is None:
-        on_gpu = isinstance(codec, Future) or getattr(codec, "on_gpu", False)
+        on_gpu = codecs.starting or getattr(codec, "on_gpu", False)
         cpu_decoders = (CPU_DECODERS if CPU_DECODERS is not None else max(0, cores() - CPU_RESERVED)) if on_gpu else 0
+    if not cpu_decoders:
+        codecs.start()  # nothing else decodes: the batches wait for it
     chunks = _chunks(iter(jobs), batch)
     # the CPU's share: a batch being decoded and the next one queued, so that its threads never wait
     cpu_batches = 1 + -(-cpu_decoders // batch) if cpu_decoders else 0
@@ -118,6 +121,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
             groups = future.result()
             fill()
             _infer(segmenter, groups)
+            codecs.start()  # after the first batch: see _Codecs
             targets = [job for job in chunk if job.error is None and job.target is not None]
             writing.append((chunk, encoder.submit(_write, codecs.encoder, files, targets) if targets else None))
             drain(depth)
@@ -134,24 +138,42 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
 
 class _Codecs:
     """The run's codecs: ``free`` holds those no thread is using (``ready`` of them in all, once started) and
-    ``encoder`` the one that encodes (None: the writers encode with Pillow). A codec still starting (a
-    Future) joins when it is there, with ``decoders - 1`` more like it on a GPU; one that fails to start
-    leaves a CPU stand-in, so that batches waiting for a codec still decode."""
+    ``encoder`` the one that encodes (None: the writers encode with Pillow). ``codec`` may be a codec, a
+    Future of one still starting, or a function that starts one and returns that Future (``start`` calls
+    it: the executor does after the first batch has run through the network, whose first run of a batch
+    shape captures a CUDA graph, which CUDA calls of other threads, as the codec's start makes, would break).
+    A codec still starting joins when it is there, with ``decoders - 1`` more like it on a GPU; one that fails
+    to start leaves a CPU stand-in, so that batches waiting for a codec still decode."""
 
     def __init__(self, codec, decoders: int):
         self.free: queue.SimpleQueue = queue.SimpleQueue()
         self.ready = 0
         self.encoder = None
+        self.decoders = decoders
         self.added = threading.Event()  # every codec is in ``free``
+        self.starter: Callable[[], Future] | None = None
+        self.starting = isinstance(codec, Future) or not hasattr(codec, "read_images")
         if isinstance(codec, Future):
-            codec.add_done_callback(lambda started: self._arrived(started, decoders))
+            self._follow(codec)
+        elif not hasattr(codec, "read_images"):
+            self.starter = codec
         else:
             self._add(codec, decoders)
+
+    def start(self) -> None:
+        """Start the codec now, if it is still to be started."""
+        starter, self.starter = self.starter, None
+        if starter is not None:
+            self._follow(starter())
+
+    def _follow(self, started: Future) -> None:
+        started.add_done_callback(lambda done: self._arrived(done, self.decoders))
 
     def settled(self, timeout: float = 60.0) -> None:
         """Wait for a codec still starting (its thread is in CUDA and nvJPEG calls: a run that ends before it
         is there must not end the process under it)."""
-        self.added.wait(timeout)
+        if self.starting and self.starter is None:
+            self.added.wait(timeout)
 
     def _arrived(self, started: Future, decoders: int) -> None:
         try:

@@ -189,13 +189,13 @@ class Runner:
         """nvImageCodec's codec (``gpu_codec.GpuCodec``) when the device executor runs this feed: image files
         with pictures, drawn inside the graph (``draws_on_device``), and the GPU codec there (``auto``) or
         asked for (``gpu``: files it cannot take go through the CPU codecs, and one line says why). Where it
-        may start on a GPU, it starts in the background (about a second) while the run begins on the CPU
-        codecs: a Future of it."""
+        may start on a GPU, the function that starts it in the background (about a second): the executor
+        begins on the CPU codecs and calls it once its first batch has run (``device._Codecs``)."""
         mode = self.options.image_codec
         if mode == "cpu" or drawing is None or not feed.writes_files or not self.segmenter.draws_on_device:
             return None
         from .. import gpu_codec
 
         if gpu_codec.may_start():
-            return gpu_codec.start_in_background()
+            return gpu_codec.start_in_background  # the executor starts it when its first batch has run
         return gpu_codec.GpuCodec() if mode == "gpu" else None  # says why the GPU codec is not used
