@@ -17,8 +17,9 @@ progressive street JPEGs they decode about 480-800 images/s however many there a
 runs 4-10), and do their Huffman stage on CPU threads. So the cores they leave idle decode too: while every
 decoder has a batch, the next batch goes to ``cpu_decoders`` threads that decode it image by image with the
 CPU codecs (Pillow lets go of the GIL while it decodes), and the network takes the batches in input order
-whoever decoded them. nvImageCodec takes about a second to start: given a Future of the codec, the run begins
-at once on the CPU codecs (the writers encode with Pillow) and the codec joins when it is there.
+whoever decoded them. nvImageCodec takes about a second to start: given the codec still to start (a Future
+of it, or the function that starts it), the run begins at once on the CPU codecs (the writers encode with
+Pillow) and the codec joins when it is there.
 """
 
 from __future__ import annotations
@@ -152,30 +153,27 @@ class _Codecs:
         self.decoders = decoders
         self.added = threading.Event()  # every codec is in ``free``
         self.starter: Callable[[], Future] | None = None
-        self.starting = isinstance(codec, Future) or not hasattr(codec, "read_images")
+        self.starting = not hasattr(codec, "read_images")  # a Future, or the function that starts one
         if isinstance(codec, Future):
-            self._follow(codec)
-        elif not hasattr(codec, "read_images"):
+            codec.add_done_callback(self._arrived)
+        elif self.starting:
             self.starter = codec
         else:
-            self._add(codec, decoders)
+            self._add(codec)
 
     def start(self) -> None:
         """Start the codec now, if it is still to be started."""
         starter, self.starter = self.starter, None
         if starter is not None:
-            self._follow(starter())
-
-    def _follow(self, started: Future) -> None:
-        started.add_done_callback(lambda done: self._arrived(done, self.decoders))
+            starter().add_done_callback(self._arrived)
 
     def settled(self, timeout: float = 60.0) -> None:
         """Wait for a codec still starting (its thread is in CUDA and nvJPEG calls: a run that ends before it
-        is there must not end the process under it)."""
-        if self.starting and self.starter is None:
+        is there must not end the process under it); one never started is not waited for."""
+        if self.starter is None:
             self.added.wait(timeout)
 
-    def _arrived(self, started: Future, decoders: int) -> None:
+    def _arrived(self, started: Future) -> None:
         try:
             codec = started.result()
         except BaseException as exc:  # noqa: BLE001  (any failure: the run goes on with the CPU codecs)
@@ -183,10 +181,10 @@ class _Codecs:
 
             log.info("JPEG decoding and encoding stay on the CPU: the GPU codec did not start (%s)", exc)
             codec = CpuCodec()
-        self._add(codec, decoders)
+        self._add(codec)
 
-    def _add(self, codec, decoders: int) -> None:
-        more = [codec.twin() for _ in range(decoders - 1)] if getattr(codec, "on_gpu", False) else []
+    def _add(self, codec) -> None:
+        more = [codec.twin() for _ in range(self.decoders - 1)] if getattr(codec, "on_gpu", False) else []
         for each in (codec, *more):
             self.free.put(each)
         self.encoder = codec
