@@ -83,6 +83,7 @@ VISUALIZE_MODES = ("overlay", "mask", "classes")
 CODEC_MODES = ("auto", "cpu", "gpu")
 FILTER_MODES = ("point", "linear")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+DEVICES = ("auto", "cuda", "cpu")
 TENSORRT_FLAVOURS = ("auto", "tensorrt", "tensorrt_rtx")
 PRECISIONS = ("fp16", "fp32", "int8")
 LAYOUTS = ("NCHW", "NHWC")
@@ -327,6 +328,10 @@ class Options:
     engine_cache: Path | None = _option(None, optional(path), "where TensorRT engines and FP16 and INT8 copies "
                                         "of models are kept (default: $SEGNET_CACHE, else the user cache; never "
                                         "beside the model)", BACKEND, "DIR")
+    device: str = _option("auto", choice(*DEVICES), "where onnxruntime runs the network: cuda, cpu, or auto "
+                          "(default: CUDA when onnxruntime-gpu sees a GPU, except for runs of fewer than 4 images, "
+                          "which finish sooner on the CPU than CUDA starts; cpu also keeps auto off TensorRT)",
+                          BACKEND, "WHERE")
     tensorrt_flavour: str = _option("auto", choice(*TENSORRT_FLAVOURS), "which TensorRT: tensorrt (10.x, 11.x) or "
                                     "tensorrt_rtx (TensorRT for RTX); default auto: TensorRT when installed, else "
                                     "TensorRT-RTX", BACKEND, "NAME")

@@ -130,9 +130,6 @@ class Segmenter:
     Use it as a context manager (or call ``close()``) to free the backend.
     """
 
-    #: Runs of fewer images than this start quickly on a GPU (no exhaustive algorithm search, no CUDA graphs)
-    QUICK_START_BELOW = 64
-
     def __init__(self, network: str | None = None, options: Options | None = None, *,
                  expected_images: int | None = None, drawing: DrawSpec | None = None, **given: Any):
         if network is not None:
@@ -153,8 +150,7 @@ class Segmenter:
         input_blob = options.input_blob or sidecar.get("input_blob")
         output_blob = options.output_blob or sidecar.get("output_blob")
         # a known small amount of work: start fast rather than tune for a long run (issue 20)
-        quick = expected_images is not None and expected_images < self.QUICK_START_BELOW
-        self.backend = open_backend(self.files.model, options, input_blob, output_blob, quick_start=quick)
+        self.backend = open_backend(self.files.model, options, input_blob, output_blob, expected_images)
         self.backend.__enter__()
         try:
             shape = self.backend.input.shape

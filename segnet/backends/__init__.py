@@ -29,8 +29,16 @@ def nvidia_gpu_present() -> bool:
     return any(glob.glob(sign) for sign in NVIDIA_GPU_SIGNS)
 
 
+#: Runs of fewer images than this start quickly on a GPU: no exhaustive algorithm search, no CUDA graphs.
+QUICK_START_BELOW = 64
+#: Runs of fewer images than this use onnxruntime's CPU provider where its CUDA provider could run too
+#: (``device`` auto): CUDA's start (the context, the sessions, the first inference's kernels, the exit) took
+#: about a second on the GPU machine, one image's whole work on its CPU 40 ms (BENCHMARKS.md, issue 20, run 11).
+CPU_BELOW = 4
+
+
 def open_backend(model_path: str | Path, options: Options | None = None, input_blob: str | None = None,
-                 output_blob: str | None = None, quick_start: bool = False) -> Backend:
+                 output_blob: str | None = None, expected_images: int | None = None) -> Backend:
     """An unopened backend for the model, as ``options.backend`` says (use it as a context manager).
 
     ``tensorrt`` never falls back: it fails with a one-line error saying what to install. ``auto`` uses
@@ -39,13 +47,21 @@ def open_backend(model_path: str | Path, options: Options | None = None, input_b
     why, once per process. onnxruntime runs the model as it is, with ``precision='fp16'`` its checked FP16 copy
     (the one TensorRT 11 and TensorRT-RTX build from), with ``precision='int8'`` its calibrated INT8 copy; ``auto``
     falling back to onnxruntime keeps the precision asked (onnxruntime runs all three), and without one runs FP32.
-    ``quick_start``: the work is too small to pay for cuDNN's exhaustive algorithm search and CUDA-graph
-    capture on onnxruntime's CUDA provider (about a second on the GPU machine; BENCHMARKS.md, issue 20).
+    ``expected_images``: how many images the run has, where known. Under ``QUICK_START_BELOW`` the work is too
+    small to pay for cuDNN's exhaustive algorithm search and CUDA-graph capture on onnxruntime's CUDA provider
+    (about a second on the GPU machine; BENCHMARKS.md, issue 20); under ``CPU_BELOW`` it is too small to pay for
+    CUDA's start at all, and onnxruntime runs it on the CPU unless ``options.device`` says ``cuda``.
+    ``options.device`` ``cpu`` keeps ``auto`` on onnxruntime, which runs on the CPU.
     """
     options = options or Options()
+    few = expected_images is not None and expected_images < CPU_BELOW
+    quick = expected_images is not None and expected_images < QUICK_START_BELOW
     onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options, options.precision or "fp32",
-                               quick_start)
-    if options.backend == "onnxruntime":
+                               quick, expected_images if few else None)
+    if options.backend == "tensorrt" and options.device == "cpu":
+        raise SegnetError(f"{option('device', 'cpu')}: TensorRT runs only on a GPU; use {option('backend', 'auto')} "
+                          "or onnxruntime to run on the CPU")
+    if options.backend == "onnxruntime" or options.device == "cpu":
         return onnxruntime
     if options.backend == "auto" and not nvidia_gpu_present():
         log.debug("no NVIDIA GPU here: running on onnxruntime without trying TensorRT")
@@ -119,12 +135,13 @@ def _fall_back(reason: str) -> None:
 
 
 def _onnxruntime(model_path, input_blob, output_blob, options: Options, precision: str,
-                 quick_start: bool = False) -> Backend:
+                 quick_start: bool = False, few: int | None = None) -> Backend:
     from .onnxruntime import OnnxRuntimeBackend, quick_start_settings
 
     return OnnxRuntimeBackend(model_path, input_blob, output_blob, batch_size=options.batch_size,
                               threads=options.threads, precision=precision, cache=options.engine_cache,
-                              cuda=quick_start_settings() if quick_start else None)
+                              cuda=quick_start_settings() if quick_start else None, device=options.device,
+                              few=few)
 
 
 def _tensorrt(backend, model_path, input_blob, output_blob, options: Options) -> Backend:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..drawing import DrawSpec, picture_shape
-from ..errors import SegnetError
+from ..errors import SegnetError, option
 from .base import TensorInfo, check_contract, onnx_io
 from .fused import CLASS_MAP, COLORS, COLS, IMAGE, PICTURE, ROWS, FusedSpec, draw_inputs, fused_model
 from .fused import indices as fused_indices
@@ -66,7 +66,8 @@ class OnnxRuntimeBackend:
 
     def __init__(self, model_path: str | Path, input_blob: str | None = None, output_blob: str | None = None,
                  providers: list[str] | None = None, batch_size: int = 1, threads: int = 0, precision: str = "fp32",
-                 cache: str | Path | None = None, cuda: CudaSettings | None = None):
+                 cache: str | Path | None = None, cuda: CudaSettings | None = None, device: str = "auto",
+                 few: int | None = None):
         self.model_path = Path(model_path)
         self.cuda_settings = cuda or CudaSettings()
         self.precision = precision  # "fp16": the checked FP16 copy, made in ``cache`` (see cache_dir.cache_dir)
@@ -74,6 +75,8 @@ class OnnxRuntimeBackend:
         self.input_blob = input_blob
         self.output_blob = output_blob
         self.providers = providers
+        self.device = device  # auto, cuda or cpu: which providers, when ``providers`` is None
+        self.few = few  # a run of so few images that CUDA's start costs more than its work (``device`` auto)
         self.batch_size = batch_size
         self.threads = threads  # onnxruntime's intra-op threads; 0: one per core
         self.session: Any = None
@@ -92,6 +95,7 @@ class OnnxRuntimeBackend:
         self._graphs = self._cuda = False
         self._bound: dict[tuple[int, ...], _Bound] = {}
         self._indices: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._providers, why_cpu = self._choose_providers(ort)
         try:
             path = self._fp16_copy() if self.precision == "fp16" else \
                 self._int8_copy() if self.precision == "int8" else self.model_path
@@ -108,7 +112,7 @@ class OnnxRuntimeBackend:
             raise SegnetError(f"cannot load model {self.model_path}: {_first_line(exc)}") from None
         self._source = path  # what fuse() wraps: the model, or its FP16 copy
         note = {"fp16": ", FP16 model", "int8": ", INT8 model"}.get(self.precision, "")
-        self.description = f"onnxruntime ({self.session.get_providers()[0]}{note})"
+        self.description = f"onnxruntime ({self.session.get_providers()[0]}{note}{why_cpu})"
         return self
 
     def _contract_names(self) -> tuple[str, str]:
@@ -127,7 +131,7 @@ class OnnxRuntimeBackend:
         if cached.is_file():  # written whole or not at all (atomic_write)
             return cached
         inp, out = self._contract_names()
-        providers = list(self.providers or _default_providers(self._ort))
+        providers = list(self._providers)
         return fp16.fp16_model(self.model_path, folder, sha, input_blob=inp, output_blob=out, providers=providers)
 
     def _int8_copy(self) -> Path:
@@ -159,11 +163,30 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's own warnings would break our one-line output
         options.intra_op_num_threads = self.threads
-        providers: list = list(self.providers or _default_providers(ort))
+        providers: list = list(self._providers)
         if "CUDAExecutionProvider" in providers:
             cuda = dict(self.cuda_settings.provider_options, **({"enable_cuda_graph": "1"} if graphs else {}))
             providers[providers.index("CUDAExecutionProvider")] = ("CUDAExecutionProvider", cuda)
         return ort.InferenceSession(model, options, providers=providers)
+
+    def _choose_providers(self, ort) -> tuple[list[str], str]:
+        """The providers the sessions use, and why a run that could use CUDA does not (for the description):
+        those given; else CUDA where onnxruntime-gpu sees a GPU (``device`` cuda: or a one-line error), except for
+        ``device`` cpu and for a run of ``few`` images, whose work costs less on the CPU than CUDA's start."""
+        if self.providers:
+            return list(self.providers), ""
+        cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        if self.device == "cuda" and not (cuda and _cuda_device_visible()):
+            missing = "sees no CUDA GPU here" if cuda else "has no CUDA provider here (pip install onnxruntime-gpu)"
+            raise SegnetError(f"{option('device', 'cuda')}: onnxruntime {missing}; use {option('device', 'auto')} "
+                              "to run where it can")
+        if self.device == "cpu" or not cuda or not _cuda_device_visible():
+            return ["CPUExecutionProvider"], ""
+        if self.device == "auto" and self.few is not None:
+            images = "1 image finishes" if self.few == 1 else f"{self.few} images finish"
+            return ["CPUExecutionProvider"], (f"; {images} sooner here than CUDA starts: "
+                                              f"{option('device', 'cuda')} for the GPU")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
 
     @property
     def on_cuda(self) -> bool:
@@ -378,13 +401,6 @@ def _fused_code() -> str:
     from . import fused
 
     return hashlib.sha256(Path(fused.__file__).read_bytes()).hexdigest()[:16]
-
-
-def _default_providers(ort) -> list[str]:
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available and _cuda_device_visible():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 def _cuda_device_visible() -> bool:

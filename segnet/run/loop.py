@@ -89,9 +89,9 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
 def _small(feed: Feed) -> bool:
     """Too few images to pay for the GPU codec's and the drawing graph's start (about 2 s on the GPU machine
     against 1.5 s for a whole one-image run: BENCHMARKS.md, issue 20)."""
-    from ..segmenter import Segmenter
+    from ..backends import QUICK_START_BELOW
 
-    return feed.total is not None and feed.total < Segmenter.QUICK_START_BELOW
+    return feed.total is not None and feed.total < QUICK_START_BELOW
 
 
 class Runner:
