@@ -170,8 +170,12 @@ class Runner:
             return ray.run(feed.jobs(), self.sink, self.options)
         codec = self.device_codec(feed, drawing)
         if codec is not None:
-            from . import device
+            from . import device, shards
 
+            count = shards.count(self.options, feed, self.processes, self.records)
+            if count:
+                return shards.run(self.segmenter, feed.jobs(), self.sink, codec=codec, options=self.options,
+                                  drawing=drawing, shards=count, total=feed.total)
             return device.run(self.segmenter, feed.jobs(), self.sink, codec=codec)
         if self.processes and feed.writes_files:
             return worker_processes.run(self.segmenter, feed.jobs(), self.sink, processes=self.processes,
