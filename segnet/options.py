@@ -387,7 +387,8 @@ class Options:
     processes: int | None = _option(None, optional(integer(0, 1024)), "worker processes that decode, "
                                     "pre-process, draw and encode image files while this process runs the "
                                     "network (default: cores - 1 on machines with more than 4 cores, else 0; "
-                                    "0: the --workers threads do it)", RUN, "N")
+                                    "0: the --workers threads do it); on a GPU with the device executor, up to "
+                                    "3 of them run it too, each with its own network", RUN, "N")
     skip_existing: bool = _option(False, boolean, "leave inputs whose output file exists (resume an "
                                   "interrupted folder run)", RUN, flag=True)
     ray: str | None = _option(None, optional(anything), "run a folder job on a Ray cluster (ADDRESS as ray.init "

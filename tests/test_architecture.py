@@ -159,6 +159,7 @@ RUN_ROLES = [
     ["segnet.run.feeds"],  # what the loop consumes
     ["segnet.run.planning", "segnet.run.threads", "segnet.run.processes", "segnet.run.ray",  # plan, executors
      "segnet.run.device"],
+    ["segnet.run.shards"],  # an executor made of executors: the device executor in several processes
     ["segnet.run.loop"],
     ["segnet.run"],
 ]

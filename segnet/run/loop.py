@@ -6,6 +6,9 @@ timing helper (``job.timed``) and its events:
 
 - ``threads``: worker threads in this process (small machines, videos and streams);
 - ``processes``: worker processes (image files on machines with more than a few cores);
+- ``device``: image files decoded and encoded by nvImageCodec, pictures drawn in the fused graph on a GPU;
+- ``shards``: the device executor in this process and in shard processes with networks of their own (large
+  folders);
 - ``ray``: a Ray cluster (``options.ray``; the workers load the network).
 
 It never prints: it hands ``Started``, ``ImageDone``, ``ImageFailed``, ``SourceEnded`` and ``Finished``
