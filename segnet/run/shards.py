@@ -55,6 +55,8 @@ CHUNK = device.BATCH
 #: Chunks each process holds ahead (the device executor's depth): enough for one being decoded, one in the
 #: network and one being encoded; more would leave the last shards to finish long after the others.
 DEPTH = 3
+#: nvImageCodec decoders per process (the device executor's ``decoders``): the processes are the parallelism.
+DECODERS = 1
 #: Seconds to wait for a shard to finish the chunks it holds once the run stops early.
 STOP_TIMEOUT = 60.0
 
@@ -82,7 +84,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
     cpu_start = time.process_time()
     ctx = children.context(worker_processes.PRELOAD)
     results = ctx.Queue()
-    size, depth = CHUNK, DEPTH  # read now, and given to the shards: tools and tests change them
+    size, depth, decoders = CHUNK, DEPTH, DECODERS  # read now, and given to the shards: tools and tests change them
     state = _State(iter(jobs), shards, size)
     inboxes: list = []
     procs: list = []
@@ -92,7 +94,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
         for number in range(shards):
             inbox = ctx.Queue()
             proc = ctx.Process(target=_shard, name=f"segnet-shard-{number}",
-                               args=(number, options, drawing, total, size, depth, inbox, results))
+                               args=(number, options, drawing, total, (size, depth, decoders), inbox, results))
             children.start(proc)
             inboxes.append(inbox)
             procs.append(proc)
@@ -109,7 +111,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
             state.finish(job)
             state.flush(sink)
 
-        device.run(segmenter, own(), mine, codec=codec, batch=size, depth=depth, decoders=1, cpu_decoders=0)
+        device.run(segmenter, own(), mine, codec=codec, batch=size, depth=depth, decoders=decoders, cpu_decoders=0)
         while state.flush(sink, wait=True):
             pass
     finally:
@@ -259,10 +261,10 @@ def _stop(procs: list, inboxes: list, state: _State) -> None:
         proc.join()
 
 
-def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int | None, chunk: int, depth: int,
+def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int | None, sizes: tuple[int, int, int],
            inbox, results) -> None:
-    """A shard process: its own network and codec, ``device.run`` on the chunks it asks for, each job's error
-    and times back."""
+    """A shard process: its own network and codec, ``device.run`` on the chunks it asks for (``sizes``: the
+    run's chunk size, depth and decoders), each job's error and times back."""
     from .. import gpu_codec
     from ..segmenter import Segmenter
     from .processes import _picklable
@@ -297,7 +299,8 @@ def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int |
             def report(job: Job) -> None:
                 results.put(("done", number, job.index, _picklable(job.error), job.times, job.cpu))
 
-            device.run(segmenter, chunks(), report, codec=codec, batch=chunk, depth=depth, decoders=1,
+            chunk, depth, decoders = sizes
+            device.run(segmenter, chunks(), report, codec=codec, batch=chunk, depth=depth, decoders=decoders,
                        cpu_decoders=0)
     finally:
         results.put(("exit", number, time.process_time() - cpu))
