@@ -24,7 +24,6 @@ fork server (``children``), never by forking this process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import signal
@@ -117,7 +116,8 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
     finally:
         state.stop()
         _stop(procs, inboxes, state)
-        dispatcher.join(STOP_TIMEOUT)
+        if dispatcher.ident is not None:
+            dispatcher.join(STOP_TIMEOUT)
         results.cancel_join_thread()
     main_cpu = time.process_time() - cpu_start
     log.debug("images run by this process and by each shard process: %s",
@@ -141,6 +141,7 @@ class _State:
         self.cpu: dict[int, float] = {}
         self.asked: set[int] = set()  # shards that have started (and asked for a chunk)
         self.stopping = False
+        self.broken: BaseException | None = None  # what ended the dispatcher, should anything
 
     def take(self, shard: int | None) -> list[Job] | None:
         """The next chunk, for this process (None) or a shard; None once there are no more."""
@@ -187,8 +188,10 @@ class _State:
         while True:
             with self.lock:
                 if wait:
-                    while self.order and self.order[0].index not in self.finished:
+                    while self.order and self.order[0].index not in self.finished and self.broken is None:
                         self.lock.wait(0.5)
+                if self.broken is not None:
+                    raise RuntimeError(f"the shards' dispatcher failed: {self.broken!r}") from self.broken
                 if not self.order or self.order[0].index not in self.finished:
                     return bool(self.order)
                 job = self.order.popleft()
@@ -199,6 +202,11 @@ class _State:
     def stop(self) -> None:
         with self.lock:
             self.stopping = True
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            self.stopping, self.broken = True, exc
+            self.lock.notify_all()
 
 
 def _dispatch(state: _State, results, inboxes: list, procs: list) -> None:
@@ -222,6 +230,15 @@ def _dispatch(state: _State, results, inboxes: list, procs: list) -> None:
             alive.discard(number)
             state.lose(number, how_it_ended(procs[number]))  # nothing, unless it ended holding images
 
+    def received(timeout: float | None) -> tuple | None:
+        """The next message (None: none came), or ``EOFError`` once the queue is closed: the run is over."""
+        try:
+            return results.get(timeout=timeout) if timeout else results.get_nowait()
+        except queue.Empty:
+            return None
+        except (OSError, ValueError) as exc:
+            raise EOFError from exc
+
     checked = time.monotonic()
     try:
         while alive:
@@ -229,16 +246,18 @@ def _dispatch(state: _State, results, inboxes: list, procs: list) -> None:
                 checked = time.monotonic()
                 dead = [n for n in alive if not procs[n].is_alive()]
                 if dead:  # what they sent before dying is in the queue already: it counts first
-                    with contextlib.suppress(queue.Empty):
-                        while True:
-                            handle(results.get_nowait())
+                    while (message := received(None)) is not None:
+                        handle(message)
                     for number in dead:
                         alive.discard(number)
                         state.lose(number, how_it_ended(procs[number]))
-            with contextlib.suppress(queue.Empty):
-                handle(results.get(timeout=0.5))
-    except (OSError, EOFError, ValueError):  # the queue closed under it: the run is over
+            message = received(0.5)
+            if message is not None:
+                handle(message)
+    except EOFError:
         return
+    except BaseException as exc:  # a bug here must end the run, not leave it waiting
+        state.fail(exc)
 
 
 def _stop(procs: list, inboxes: list, state: _State) -> None:

@@ -124,3 +124,15 @@ def test_when_a_run_is_sharded(folder, tmp_path, monkeypatch):
     assert shards.count(Options(stats=True), feed, worker_processes=5, records=False) == 0
     monkeypatch.setattr(shards, "MIN_IMAGES", 25)
     assert shards.count(options, feed, worker_processes=5, records=False) == 0  # too few images
+
+
+def test_a_failure_in_this_process_s_side_of_the_shards_ends_the_run(folder, tmp_path, sharded, monkeypatch):
+    """A bug where shard results arrive must stop the run with the error, not leave it waiting for them."""
+
+    def broken(self, *args):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(shards._State, "done_by_shard", broken)
+    with pytest.raises(RuntimeError, match=r"^the shards' dispatcher failed: ValueError\('boom'\)$"):
+        run(folder, tmp_path / "out", fuse="on", image_codec="gpu", processes=2)
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("segnet-shard")]
