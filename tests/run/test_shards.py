@@ -13,8 +13,7 @@ import signal
 import pytest
 
 from segnet import Options
-from segnet.run import ImageDone, ImageFailed, run
-from segnet.run import shards
+from segnet.run import ImageDone, ImageFailed, run, shards
 from segnet.run.planning import plan
 from tests.conftest import IMAGES
 
