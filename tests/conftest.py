@@ -1,10 +1,17 @@
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.support import models
+
+# Python keeps SIGINT ignored when it starts with it ignored (the suite run under nohup, or as a shell's
+# background job), and every process a test starts would inherit that: the tests that stop a run with SIGINT
+# would wait on one that never stops. Take Ctrl-C back here, as an interactive run has it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "data" / "images"

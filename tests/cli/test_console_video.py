@@ -53,8 +53,8 @@ def test_a_stopped_video_run_keeps_a_playable_partial_video(constant_net, tmp_pa
             json.loads(line)
         assert not out.exists()  # until the video is complete, only its temporary file is there
         proc.send_signal(sig)
+        proc.wait(timeout=120)  # its status lines are few: the pipe cannot fill meanwhile
         stderr = proc.stderr.read()
-        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
