@@ -197,6 +197,16 @@ def may_start() -> bool:
     return _installed() and _gpu_visible()
 
 
+def for_run(mode: str):
+    """The codec a run on the device path gets, as ``image_codec`` ``mode`` says: where nvImageCodec may start
+    on a GPU, the function that starts it in the background (``start_in_background``: the device executor
+    calls it once its first batch has run); else ``GpuCodec()`` (the CPU codecs, and one line saying why) when
+    the GPU codec was asked for (``gpu``); else None (``auto``: the run stays off the device path)."""
+    if may_start():
+        return start_in_background
+    return GpuCodec() if mode == "gpu" else None
+
+
 def start_in_background():
     """A Future of ``GpuCodec()``, made by a thread of its own, so that a run need not wait for it (about a
     second on the GPU machine: its decoder and encoder). The module is imported here first, in the calling

@@ -54,10 +54,10 @@ def open_backend(model_path: str | Path, options: Options | None = None, input_b
     ``options.device`` ``cpu`` keeps ``auto`` on onnxruntime, which runs on the CPU.
     """
     options = options or Options()
-    few = expected_images is not None and expected_images < CPU_BELOW
+    few = expected_images if expected_images is not None and expected_images < CPU_BELOW else None
     quick = expected_images is not None and expected_images < QUICK_START_BELOW
     onnxruntime = _onnxruntime(model_path, input_blob, output_blob, options, options.precision or "fp32",
-                               quick, expected_images if few else None)
+                               quick, few)
     if options.backend == "tensorrt" and options.device == "cpu":
         raise SegnetError(f"{option('device', 'cpu')}: TensorRT runs only on a GPU; use {option('backend', 'auto')} "
                           "or onnxruntime to run on the CPU")

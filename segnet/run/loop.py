@@ -203,6 +203,4 @@ class Runner:
             return None
         from .. import gpu_codec
 
-        if gpu_codec.may_start():
-            return gpu_codec.start_in_background  # the executor starts it when its first batch has run
-        return gpu_codec.GpuCodec() if mode == "gpu" else None  # says why the GPU codec is not used
+        return gpu_codec.for_run(mode)

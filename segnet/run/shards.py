@@ -32,7 +32,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from ..drawing import DrawSpec
 from ..errors import SegnetError
@@ -270,7 +269,7 @@ def _stop(procs: list, inboxes: list, state: _State) -> None:
     for number, proc in enumerate(procs):
         while proc.is_alive() and time.monotonic() < deadline:
             with state.lock:
-                starting = number not in state.asked and not state.held[number]
+                starting = number not in state.asked  # so it holds nothing either
             if starting:
                 proc.kill()
             proc.join(0.1)
@@ -300,8 +299,7 @@ def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int |
             results.put(("failed", number, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
             return
         with segmenter:
-            codec: Any = gpu_codec.start_in_background if gpu_codec.may_start() else \
-                gpu_codec.GpuCodec() if options.image_codec == "gpu" else None
+            codec = gpu_codec.for_run(options.image_codec)
             if codec is None or not segmenter.draws_on_device:
                 results.put(("failed", number, "the network does not draw on the device here"))
                 return
