@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,10 @@ class GpuCodec:
         self._encoder: Any = None
         self._params: Any = None
         self._decode_params: Any = None
+        self._cuda_stream: Any = None  # decoding on the device: its own CUDA stream (cuda_runtime.Stream)
+        self._spare: list = []  # nvImageCodec images to decode into again (give_back)
+        self._spare_lock = threading.Lock()
+        self._reuse = True
         if not _installed():
             self.reason = f"nvImageCodec is not installed: {INSTALL}"
         elif not _gpu_visible():
@@ -104,9 +109,11 @@ class GpuCodec:
 
     # decoding -------------------------------------------------------------------------------------------
 
-    def read_images(self, paths: Sequence[str | os.PathLike]) -> list[np.ndarray | SegnetError]:
-        """uint8 ``[H, W, 3]`` RGB per path, upright, or the ``SegnetError`` that file gives on the CPU."""
-        results: list[np.ndarray | SegnetError | None] = [None] * len(paths)
+    def read_images(self, paths: Sequence[str | os.PathLike], on_device: bool = False) -> list:
+        """uint8 ``[H, W, 3]`` RGB per path, upright, or the ``SegnetError`` that file gives on the CPU. With
+        ``on_device``, the images the GPU decoded stay there (``DeviceImage``; the others are host arrays):
+        ``DeviceBatch`` takes them to the network."""
+        results: list = [None] * len(paths)
         streams, where = [], []
         if self.on_gpu:
             for index, path in enumerate(paths):
@@ -116,16 +123,65 @@ class GpuCodec:
                     where.append(index)
         if streams:
             try:
-                images = self._decoder.decode(streams, params=self._decode_params)
+                images = self._decode_on_device(streams) if on_device else \
+                    self._decoder.decode(streams, params=self._decode_params)
             except Exception as exc:  # a failure of the whole batch: every file goes to the CPU
                 log.debug("GPU decoding failed, the CPU decodes this batch: %s", _first_line(exc))
                 images = [None] * len(streams)
             for index, image in zip(where, images):
-                results[index] = _host_rgb(image)
+                results[index] = self._device_rgb(image) if on_device else _host_rgb(image)
         gpu = sum(result is not None for result in results)
         self.counts["gpu_decoded"] += gpu
         self.counts["cpu_decoded"] += len(paths) - gpu
         return [read_on_cpu(path) if result is None else result for result, path in zip(results, paths)]
+
+    def _decode_on_device(self, streams: list) -> list:
+        """nvImageCodec's images of ``streams``, decoded on this codec's CUDA stream and waited for, into
+        images of earlier batches given back (``DeviceImage.give_back``) where there are enough."""
+        from . import cuda_runtime
+
+        if self._cuda_stream is None:
+            self._cuda_stream = cuda_runtime.Stream()
+        stream = self._cuda_stream.handle
+        reuse = None
+        with self._spare_lock:
+            if self._reuse and len(self._spare) >= len(streams):
+                reuse = [self._spare.pop() for _ in streams]
+        images = None
+        if reuse is not None:
+            try:
+                images = self._decoder.decode(streams, params=self._decode_params, images=reuse, cuda_stream=stream)
+            except Exception as exc:  # noqa: BLE001  (it cannot decode into given images: new ones from now on)
+                log.debug("nvImageCodec does not decode into earlier images (%s): new ones each batch",
+                          _first_line(exc))
+                self._reuse = False
+        if images is None:
+            images = self._decoder.decode(streams, params=self._decode_params, cuda_stream=stream)
+        self._cuda_stream.wait()
+        return images
+
+    def _device_rgb(self, image) -> DeviceImage | None:
+        """A decoded nvImageCodec image as a ``DeviceImage`` (uint8 ``[H, W, 3]`` rows in device memory), or
+        None (refused: the CPU decodes the file)."""
+        if image is None:
+            return None
+        try:
+            face = image.__cuda_array_interface__
+            shape = tuple(int(d) for d in face["shape"])
+            strides = face.get("strides")
+        except Exception:
+            return None
+        if face.get("typestr") != "|u1" or len(shape) != 3 or shape[2] != 3:
+            return None
+        pitch = shape[1] * 3 if strides is None else int(strides[0])
+        if strides is not None and tuple(strides[1:]) != (3, 1):
+            return None
+        return DeviceImage(image, shape, int(face["data"][0]), pitch, self)
+
+    def give_back(self, images: list) -> None:
+        """nvImageCodec images whose pixels were taken: later batches decode into them."""
+        with self._spare_lock:
+            self._spare.extend(images)
 
     def _stream(self, path):
         """nvImageCodec's code stream of ``path`` when the GPU should decode it, else None."""
@@ -150,8 +206,7 @@ class GpuCodec:
         encoded: list[bytes | None] = [None] * len(pictures)
         if self.on_gpu and len(pictures):
             try:
-                streams = self._encoder.encode([np.ascontiguousarray(p) for p in pictures], "jpeg",
-                                               params=self._params)
+                streams = self._encoder.encode([_encodable(p) for p in pictures], "jpeg", params=self._params)
             except Exception as exc:
                 log.debug("GPU encoding failed, Pillow encodes this batch: %s", _first_line(exc))
                 streams = [None] * len(pictures)
@@ -161,7 +216,7 @@ class GpuCodec:
         gpu = sum(data is not None for data in encoded)
         self.counts["gpu_encoded"] += gpu
         self.counts["cpu_encoded"] += len(pictures) - gpu
-        return [data if data is not None else _cpu_jpeg(picture) for data, picture in zip(encoded, pictures)]
+        return [data if data is not None else _cpu_jpeg(on_host(picture)) for data, picture in zip(encoded, pictures)]
 
     def jpeg_data(self, pictures: Sequence[np.ndarray], paths: Sequence[str | os.PathLike]) -> dict[int, bytes]:
         """The JPEG bytes of the pictures bound for JPEG files, by index, encoded in one call on the GPU
@@ -178,13 +233,77 @@ class GpuCodec:
         return [write_file(picture, path, data.get(i)) for i, (picture, path) in enumerate(zip(pictures, paths))]
 
 
+class DeviceImage:
+    """One image nvImageCodec decoded, left in device memory: ``rows`` bytes of ``pitch`` from ``pointer``.
+    ``give_back()`` hands nvImageCodec's image back to its codec once its pixels are copied."""
+
+    def __init__(self, image, shape: tuple[int, ...], pointer: int, pitch: int, codec: GpuCodec):
+        self.image, self.shape, self.pointer, self.pitch, self.codec = image, shape, pointer, pitch, codec
+
+    def give_back(self) -> None:
+        image, self.image = self.image, None
+        if image is not None:
+            self.codec.give_back([image])
+
+
+class DeviceBatch:
+    """Decoded images of one size bound for the network's input on the device, each a ``DeviceImage`` or a
+    host array (decoded by the CPU): ``fill`` copies them into a device buffer, ``host()`` stacks them on the
+    host (where the network cannot take them on the device), ``release()`` gives the device images back to
+    their codec once neither is needed."""
+
+    def __init__(self, items: list):
+        self.items = items
+        self.shape = (len(items), *items[0].shape)
+
+    def fill(self, stream, pointer: int) -> None:
+        """Copy the images, one after the other, into the device buffer at ``pointer`` on ``stream`` (a
+        ``cuda_runtime.Stream``), and wait for the copies."""
+        _, h, w, _ = self.shape
+        size = h * w * 3
+        hosts = []  # kept alive until the copies are done
+        for i, item in enumerate(self.items):
+            if isinstance(item, DeviceImage):
+                source, pitch = item.pointer, item.pitch
+            else:
+                hosts.append(np.ascontiguousarray(item))
+                source, pitch = hosts[-1].ctypes.data, w * 3
+            stream.copy_rows(pointer + i * size, w * 3, source, pitch, w * 3, h)
+        stream.wait()
+
+    def host(self) -> np.ndarray:
+        """The batch as one host array ``[N, H, W, 3]``."""
+        return np.stack([on_host(item) for item in self.items])
+
+    def release(self) -> None:
+        for item in self.items:
+            if isinstance(item, DeviceImage):
+                item.give_back()
+
+
+def on_host(picture) -> np.ndarray:
+    """A picture or image as a host array: a device one (``DeviceImage``, or anything with ``host()``)
+    copied back."""
+    if isinstance(picture, np.ndarray):
+        return picture
+    if isinstance(picture, DeviceImage):
+        return _host_rgb(picture.image)  # type: ignore[return-value]
+    return picture.host()
+
+
+def _encodable(picture):
+    """What nvImageCodec's encoder takes for a picture: a device picture as it is (it has a
+    ``__cuda_array_interface__``), a host one contiguous."""
+    return picture if hasattr(picture, "__cuda_array_interface__") else np.ascontiguousarray(picture)
+
+
 class CpuCodec:
     """The codec interface on the CPU codecs alone (where the GPU codec could not start): ``read_images``
     decodes with ``image_io``, ``jpeg_data`` leaves encoding to ``write_file``."""
 
     on_gpu = False
 
-    def read_images(self, paths: Sequence[str | os.PathLike]) -> list[np.ndarray | SegnetError]:
+    def read_images(self, paths: Sequence[str | os.PathLike], on_device: bool = False) -> list:
         return [read_on_cpu(path) for path in paths]
 
     def jpeg_data(self, pictures: Sequence[np.ndarray], paths: Sequence[str | os.PathLike]) -> dict[int, bytes]:

@@ -361,6 +361,16 @@ class Segmenter:
         return [(self.finish(Prepared(rgb, rgb), self._read_scores(raw, rgb), class_map), picture)
                 for rgb, picture, class_map, raw in zip(images, pictures, maps, scores)]
 
+    def draw_on_device(self, images):
+        """The pictures of a batch whose pixels stay on the device (``gpu_codec.DeviceBatch``), as
+        ``draw_batch`` draws them, left on the device (``backends.onnxruntime.DevicePictures``); None where
+        this backend cannot (then ``draw_batch(images.host())`` does it). No ``Segmentation`` comes back."""
+        if self.drawing is None or not self.draws_on_device:
+            return None
+        backend = self._open_backend()
+        run = getattr(backend, "infer_pictures_on_device", None)
+        return None if run is None else run(images, self.colors, self.drawing)
+
     def __call__(self, image) -> Segmentation:
         prepared = self.prepare(image)
         ((scores, class_map),) = self.infer_maps([prepared.tensor])

@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segnet"
 
 #: Lowest first. A module may import from its own layer and the ones before it, never from a later one.
 LAYERS = [
-    ("foundation", ["segnet", "segnet.errors", "segnet.options", "segnet.util", "segnet.progress"]),
+    ("foundation", ["segnet", "segnet.errors", "segnet.options", "segnet.util", "segnet.progress",
+                    "segnet.cuda_runtime"]),
     ("stages", ["segnet.image_io", "segnet.preprocess", "segnet.classmap", "segnet.colorize", "segnet.labels",
                 "segnet.model_format", "segnet.legend", "segnet.drawing", "segnet.gpu_codec"]),
     ("zoo", ["segnet.zoo"]),

@@ -15,6 +15,7 @@ the device twin of ``drawing.draw`` for a batch (issue 20), and only the picture
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ class OnnxRuntimeBackend:
         self._graphs = self._cuda = False
         self._bound: dict[tuple[int, ...], _Bound] = {}
         self._indices: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._stream: Any = None  # the device-resident path's CUDA stream (cuda_runtime.Stream), on first use
+        self._pictures: _PicturePool | None = None
+        self._no_runtime = False  # the CUDA runtime library was looked for and is not usable
         self._providers, why_cpu = self._choose_providers(ort)
         try:
             path = self._fp16_copy() if self.precision == "fp16" else \
@@ -200,6 +204,10 @@ class OnnxRuntimeBackend:
 
     def __exit__(self, *exc) -> None:
         self._bound = {}
+        self._pictures = None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
         self.session = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -274,7 +282,60 @@ class OnnxRuntimeBackend:
         if draw.kind != self.draws:
             raise SegnetError(f"the fused graph draws {self.draws} pictures, not {draw.kind}: "
                               "call fuse(spec, draw) again")
-        h, w = images.shape[1:3]
+        feed = self._picture_feed(images.shape[1], images.shape[2], colors, draw)
+        class_map, scores, picture = self._infer(images, feed)
+        return picture, class_map, scores
+
+    def infer_pictures_on_device(self, images, colors: np.ndarray, draw: DrawSpec) -> DevicePictures | None:
+        """``infer_pictures`` for a batch whose pixels stay on the device (issue 20): ``images`` has a
+        ``shape`` ``[N, H, W, 3]`` and ``fill(stream, pointer)``, which copies its images into the bound input
+        buffer (``gpu_codec.DeviceBatch``); the pictures stay on the device too (``DevicePictures``), and no
+        class map or scores come back. None where this batch cannot run so (the CPU provider, a graph that
+        does not draw, no bound buffers for its shape, no CUDA runtime library): the caller runs its host copy
+        through ``infer_pictures``."""
+        if self.fused is None or self.draws is None or draw.kind != self.draws or not self._resident_ready():
+            return None
+        assert self._pictures is not None  # made by _resident_ready
+        n, h, w = images.shape[:3]
+        feed = self._picture_feed(h, w, colors, draw)
+        bound = self._bound_for((n, h, w, 3), feed)
+        if bound is None or bound.picture is None:
+            return None
+        try:
+            bound.run_resident(images, self._stream, feed)
+        except SegnetError:
+            raise
+        except Exception as exc:  # onnxruntime's own types: the batch goes through the host
+            if self._graphs:
+                self._without_graphs(exc)  # and the host path from now on (no bound buffers without graphs)
+            else:
+                log.debug("the device-resident run failed, the batch goes through the host: %s", _first_line(exc))
+            return None
+        return self._pictures.copy_of(bound.picture, self._stream)
+
+    def _resident_ready(self) -> bool:
+        """Whether batches can stay on the device: bound buffers on CUDA and the CUDA runtime library (its
+        stream and the picture buffers made on first use)."""
+        if not ((self._graphs or self.cuda_settings.io_binding) and self.on_cuda and None not in self.output.shape[1:]):
+            return False
+        if self._stream is None:
+            from .. import cuda_runtime
+
+            if self._no_runtime or not cuda_runtime.available():
+                self._no_runtime = True
+                return False
+            try:
+                self._stream = cuda_runtime.Stream()
+            except SegnetError as exc:
+                log.debug("the pixels go through the host: %s", exc)
+                self._no_runtime = True
+                return False
+            self._pictures = _PicturePool(self._ort)
+        return True
+
+    def _picture_feed(self, h: int, w: int, colors: np.ndarray, draw: DrawSpec) -> dict[str, np.ndarray]:
+        """The drawing inputs for ``h x w`` images (the samples cached per size, filter and region; the
+        colours as given), remembered as what ``infer_images`` feeds from now on."""
         gh, gw = (int(d or 0) for d in self.output.shape[2:])  # fixed: fuse refuses to draw otherwise
         key = (h, w, draw.filter_mode, draw.region)
         samples = self._samples.get(key)
@@ -286,33 +347,44 @@ class OnnxRuntimeBackend:
         if draw.kind != "classes":
             feed[COLORS] = np.ascontiguousarray(colors, np.float32)
         self._draw_feed = (h, w), feed  # what infer_images feeds from now on
-        class_map, scores, picture = self._infer(images, feed)
-        return picture, class_map, scores
+        return feed
+
+    def _bound_for(self, shape: tuple[int, ...], draw_feed: dict[str, np.ndarray] | None) -> _Bound | None:
+        """The bound buffers of batches of ``shape`` (made on first use, up to ``MAX_BOUND_SHAPES``)."""
+        n, h, w = shape[:3]
+        if (h, w) not in self._indices:
+            assert self.fused is not None  # the callers' check
+            self._indices[(h, w)] = fused_indices(h, w, self.fused)
+        bound = self._bound.get((n, h, w))
+        if bound is None and len(self._bound) < MAX_BOUND_SHAPES:
+            rows, cols = self._indices[(h, w)]
+            bound = self._bound[(n, h, w)] = _Bound(self, shape, rows, cols, len(self._bound), draw_feed)
+        return bound
+
+    def _without_graphs(self, exc: Exception) -> None:
+        """A graph capture failed: the same graph from now on, run plainly."""
+        log.debug("running without CUDA graphs: %s", _first_line(exc))
+        self._graphs, self._bound = False, {}
+        self.session = self._session(self._fused_model)
 
     def _infer(self, images: np.ndarray, draw_feed: dict[str, np.ndarray] | None = None) -> tuple:
         """(class maps, scores, and with ``draw_feed`` the pictures) through the fused graph."""
         if self.fused is None:
             raise SegnetError("infer_images needs the fused graph: call fuse first")
-        n, h, w = images.shape[:3]
-        key = (h, w)
-        if key not in self._indices:
-            self._indices[key] = fused_indices(h, w, self.fused)
-        rows, cols = self._indices[key]
+        h, w = images.shape[1:3]
         if (self._graphs or self.cuda_settings.io_binding) and self.on_cuda and None not in self.output.shape[1:]:
-            bound = self._bound.get((n, h, w))
-            if bound is None and len(self._bound) < MAX_BOUND_SHAPES:
-                bound = self._bound[(n, h, w)] = _Bound(self, images.shape, rows, cols, len(self._bound),
-                                                        draw_feed)
+            bound = self._bound_for(images.shape, draw_feed)
             if bound is not None:
                 try:
                     return bound.run(images, draw_feed)
                 except Exception as exc:  # onnxruntime's own types
                     if not self._graphs:
                         raise
-                    log.debug("running without CUDA graphs: %s", _first_line(exc))
-                    self._graphs, self._bound = False, {}  # capture failed: the same graph, run plainly
-                    self.session = self._session(self._fused_model)
+                    self._without_graphs(exc)
                     return self._infer(images, draw_feed)
+        if (h, w) not in self._indices:
+            self._indices[(h, w)] = fused_indices(h, w, self.fused)
+        rows, cols = self._indices[(h, w)]
         run_options = None
         if self._graphs:  # a shape without bound buffers: no capture, no replay
             run_options = self._ort.RunOptions()
@@ -368,14 +440,94 @@ class _Bound:
 
     def run(self, images: np.ndarray, draw_feed: dict[str, np.ndarray] | None = None) -> tuple:
         self.image.update_inplace(np.ascontiguousarray(images))
+        self._feed_drawing(draw_feed)
+        self.session.run_with_iobinding(self.binding, self.run_options)
+        pictures = () if self.picture is None else (self.picture.numpy(),)
+        return (self.class_map.numpy(), self.scores.numpy(), *pictures)
+
+    def run_resident(self, images, stream, draw_feed: dict[str, np.ndarray] | None = None) -> None:
+        """The run with ``images`` copied into the image buffer on the device (``images.fill``); the outputs
+        stay in their buffers."""
+        images.fill(stream, self.image.data_ptr())
+        self._feed_drawing(draw_feed)
+        self.session.run_with_iobinding(self.binding, self.run_options)
+
+    def _feed_drawing(self, draw_feed: dict[str, np.ndarray] | None) -> None:
         for name, array in (draw_feed or {}).items():  # new colours, filter or region: same shapes, same buffers
             if (name == COLORS or array is not self.given.get(name)) and not np.array_equal(self.fed[name], array):
                 self.drawing[name].update_inplace(np.ascontiguousarray(array))
                 self.fed[name] = array.copy()
             self.given[name] = array
-        self.session.run_with_iobinding(self.binding, self.run_options)
-        pictures = () if self.picture is None else (self.picture.numpy(),)
-        return (self.class_map.numpy(), self.scores.numpy(), *pictures)
+
+
+class _PicturePool:
+    """Device buffers that hold a batch's pictures after its run (``DevicePictures``), so that the next batch
+    may run while these are encoded; a buffer given back is used again for a batch of its shape."""
+
+    def __init__(self, ort):
+        self._ort = ort
+        self._lock = threading.Lock()
+        self._free: dict[tuple[int, ...], list] = {}
+
+    def copy_of(self, picture, stream) -> DevicePictures:
+        """A buffer of the pool holding a copy of the device OrtValue ``picture``."""
+        shape = tuple(picture.shape())
+        with self._lock:
+            free = self._free.setdefault(shape, [])
+            buffer = free.pop() if free else None
+        if buffer is None:
+            buffer = self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.uint8, "cuda", 0)
+        stream.copy(buffer.data_ptr(), picture.data_ptr(), int(np.prod(shape)))
+        stream.wait()
+        return DevicePictures(self, buffer, shape)
+
+    def give_back(self, buffer, shape: tuple[int, ...]) -> None:
+        with self._lock:
+            self._free.setdefault(shape, []).append(buffer)
+
+
+class DevicePictures:
+    """A batch's uint8 pictures ``[N, ...]`` in device memory: ``views()`` gives one ``DevicePicture`` each
+    (what nvImageCodec's encoder takes), and ``release()`` gives the buffer back to its pool once nothing reads
+    them any more."""
+
+    def __init__(self, pool: _PicturePool, buffer, shape: tuple[int, ...]):
+        self._pool, self._buffer, self.shape = pool, buffer, shape
+        self.pointer = buffer.data_ptr()
+
+    def views(self) -> list[DevicePicture]:
+        return [DevicePicture(self, i) for i in range(self.shape[0])]
+
+    def release(self) -> None:
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None:
+            self._pool.give_back(buffer, self.shape)
+
+
+class DevicePicture:
+    """One picture of a ``DevicePictures`` batch: its ``__cuda_array_interface__``, or ``host()`` for a copy
+    on the host (a picture the GPU's encoder does not write)."""
+
+    def __init__(self, batch: DevicePictures, index: int):
+        self.batch, self.shape = batch, batch.shape[1:]
+        self.pointer = batch.pointer + index * int(np.prod(self.shape))
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": "|u1", "data": (self.pointer, False), "version": 3,
+                "strides": None, "stream": None}
+
+    def host(self) -> np.ndarray:
+        from .. import cuda_runtime
+
+        array = np.empty(self.shape, np.uint8)
+        stream = cuda_runtime.Stream()
+        try:
+            stream.copy(array.ctypes.data, self.pointer, array.nbytes)
+            stream.wait()
+        finally:
+            stream.close()
+        return array
 
 
 def dynamic_batch(path: Path, input_blob: str, output_blob: str) -> bytes:

@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,9 @@ DECODERS = 3
 #: Threads decoding with the CPU codecs beside the GPU's decoders (None: one per core, less CPU_RESERVED);
 #: none when the codec is not on a GPU (then it is the CPU codec already).
 CPU_DECODERS: int | None = None
+#: Whether runs that want no per-image result (``Segmentation``) keep the pixels on the device from decoding to
+#: encoding (``run``'s ``resident``): no copies to the host and back between the codec and the network.
+RESIDENT = True
 #: Cores left to the rest of the run when CPU_DECODERS is None: the network's thread, the encoder's, the
 #: writers and the GPU decoders' Huffman threads.
 CPU_RESERVED = 4
@@ -57,7 +61,7 @@ CPU_RESERVED = 4
 
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = None, *, codec,
         batch: int | None = None, depth: int | None = None, writers: int = 8, decoders: int | None = None,
-        cpu_decoders: int | None = None) -> dict:
+        cpu_decoders: int | None = None, resident: bool = False) -> dict:
     """Segment every job (image files: ``job.path``; pictures to ``job.target`` or none) with ``codec``
     decoding and encoding and the segmenter drawing (``segmenter.draw_batch``). ``sink(job)`` runs here, in
     input order, for every job. ``codec``: a ``GpuCodec``, a Future of one still starting, or a function that
@@ -66,8 +70,10 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
     batches decoded at once, each by its own codec (one decoder is used by one thread at a time;
     nvImageCodec's JPEG decoding does its Huffman stage on CPU threads). ``cpu_decoders``: threads decoding
     with the CPU codecs the batches that come while every codec is busy (default ``CPU_DECODERS``, for a
-    codec on a GPU, or still starting, only). Returns ``{"kind", "workers", "cpu_seconds",
-    "main_cpu_seconds"}``."""
+    codec on a GPU, or still starting, only). ``resident``: the pixels stay on the device from decoding to
+    encoding (``_infer``), and the jobs get no ``result`` (for runs that want none). Returns ``{"kind",
+    "workers", "cpu_seconds", "main_cpu_seconds", "resident_batches"}`` (batches whose pixels stayed on the
+    device)."""
     cpu_start = time.process_time()
     batch, depth, decoders = batch or BATCH, depth or DEPTH, decoders or DECODERS  # read now: tools change them
     codecs = _Codecs(codec, decoders)
@@ -88,15 +94,16 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
     writing: deque[tuple[list[Job], Future | None]] = deque()
     on_codecs: list[Future] = []  # batches a codec decodes or waits for
     on_cpu: list[Future] = []  # batches the CPU threads decode
+    on_device = 0  # batches whose pixels stayed on the device
 
     def decode(chunk: list[Job]) -> Future:
         """The batch to a codec while one is free or the CPU threads have enough, else to the CPU threads."""
         on_codecs[:] = [f for f in on_codecs if not f.done()]
         on_cpu[:] = [f for f in on_cpu if not f.done()]
         if cpu_pool is None or len(on_codecs) < codecs.ready or len(on_cpu) >= cpu_batches:
-            on_codecs.append(reader.submit(_decode, codecs.free, chunk))
+            on_codecs.append(reader.submit(_decode, codecs.free, chunk, resident))
             return on_codecs[-1]
-        on_cpu.append(reader.submit(_decode_on_cpu, cpu_pool, chunk))
+        on_cpu.append(reader.submit(_decode_on_cpu, cpu_pool, chunk, resident))
         return on_cpu[-1]
 
     def fill():
@@ -121,7 +128,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
             chunk, future = decoding.popleft()
             groups = future.result()
             fill()
-            _infer(segmenter, groups)
+            on_device += _infer(segmenter, groups, resident)
             codecs.start()  # after the first batch: see _Codecs
             targets = [job for job in chunk if job.error is None and job.target is not None]
             writing.append((chunk, encoder.submit(_write, codecs.encoder, files, targets) if targets else None))
@@ -134,7 +141,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None = Non
         codecs.settled()
     cpu = time.process_time() - cpu_start
     return {"kind": "device", "workers": 2 + max(1, writers) + cpu_decoders, "cpu_seconds": cpu,
-            "main_cpu_seconds": cpu}
+            "main_cpu_seconds": cpu, "resident_batches": on_device}
 
 
 class _Codecs:
@@ -200,48 +207,69 @@ def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
         yield chunk
 
 
-def _decode(free: queue.SimpleQueue, chunk: list[Job]) -> list[tuple[list[Job], np.ndarray]]:
-    """The chunk's images by a codec no other thread is using, stacked (``_stacked``). The time is shared out."""
+def _decode(free: queue.SimpleQueue, chunk: list[Job], resident: bool) -> list[tuple[list[Job], Any]]:
+    """The chunk's images by a codec no other thread is using, grouped by size (``_grouped``). The time is
+    shared out."""
     with timed_together(chunk, "decode"):
         codec = free.get()
         try:
-            images = codec.read_images([job.path for job in chunk])
+            paths = [job.path for job in chunk]
+            images = codec.read_images(paths, on_device=True) if resident else codec.read_images(paths)
         finally:
             free.put(codec)
-        return _stacked(chunk, images)
+        return _grouped(chunk, images, resident)
 
 
-def _decode_on_cpu(pool: ThreadPoolExecutor, chunk: list[Job]) -> list[tuple[list[Job], np.ndarray]]:
-    """The chunk's images decoded by the CPU codecs, one image per thread of ``pool``, stacked (``_stacked``)."""
+def _decode_on_cpu(pool: ThreadPoolExecutor, chunk: list[Job], resident: bool) -> list[tuple[list[Job], Any]]:
+    """The chunk's images decoded by the CPU codecs, one image per thread of ``pool``, grouped (``_grouped``)."""
     from ..gpu_codec import read_on_cpu
 
     with timed_together(chunk, "decode"):
-        return _stacked(chunk, list(pool.map(read_on_cpu, [job.path for job in chunk])))
+        return _grouped(chunk, list(pool.map(read_on_cpu, [job.path for job in chunk])), resident)
 
 
-def _stacked(chunk: list[Job], images: list) -> list[tuple[list[Job], np.ndarray]]:
-    """The chunk's decoded images stacked here into one array per size (``[N, H, W, 3]``; the network's thread
-    only runs them) with the jobs they belong to; a file that could not be read (its ``SegnetError`` in its
-    image's place) has the error set on its job."""
+def _grouped(chunk: list[Job], images: list, resident: bool) -> list[tuple[list[Job], Any]]:
+    """The chunk's decoded images by size, with the jobs they belong to: stacked here into one host array
+    each (``[N, H, W, 3]``; the network's thread only runs them), or with ``resident`` a ``DeviceBatch`` each
+    (the GPU's images stay on the device). A file that could not be read (its ``SegnetError`` in its image's
+    place) has the error set on its job."""
+    from ..gpu_codec import DeviceBatch
+
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, (job, image) in enumerate(zip(chunk, images)):
         if isinstance(image, SegnetError):
             job.error = image
         else:
-            by_shape.setdefault(image.shape, []).append(i)
-    return [([chunk[i] for i in indices], np.stack([images[i] for i in indices])) for indices in by_shape.values()]
+            by_shape.setdefault(tuple(image.shape), []).append(i)
+    return [([chunk[i] for i in indices], DeviceBatch([images[i] for i in indices]) if resident
+             else np.stack([images[i] for i in indices])) for indices in by_shape.values()]
 
 
-def _infer(segmenter, groups: list[tuple[list[Job], np.ndarray]]) -> None:
-    """Network, class map and picture for each decoded image, a batch of one size at a time."""
-    for group, stacked in groups:
+def _infer(segmenter, groups: list[tuple[list[Job], Any]], resident: bool) -> int:
+    """Network, class map and picture for each decoded image, a batch of one size at a time. A resident
+    batch (``DeviceBatch``) is copied into the network's input on the device and its pictures stay there
+    (``Segmenter.draw_on_device``), its jobs getting no result; where the backend cannot, its host copy runs
+    like any other batch. Returns how many batches stayed on the device."""
+    on_device = 0
+    for group, batch in groups:
         with timed_together(group, "inference"):
             try:
-                for job, (result, picture) in zip(group, segmenter.draw_batch(stacked)):
-                    job.result, job.picture = result, picture
+                pictures = segmenter.draw_on_device(batch) if resident else None
+                if pictures is not None:
+                    on_device += 1
+                    for job, picture in zip(group, pictures.views()):
+                        job.picture = picture
+                else:
+                    host = batch.host() if resident else batch
+                    for job, (result, picture) in zip(group, segmenter.draw_batch(host)):
+                        job.result, job.picture = None if resident else result, picture
             except SegnetError as exc:
                 for job in group:
                     job.error = exc
+            finally:
+                if resident:
+                    batch.release()
+    return on_device
 
 
 def _write(codec, files: ThreadPoolExecutor, jobs: list[Job]) -> list[Future]:
@@ -250,10 +278,17 @@ def _write(codec, files: ThreadPoolExecutor, jobs: list[Job]) -> list[Future]:
     by ``image_io.write_image`` there. Returns the writes, not waiting for them: the encoder goes on with the
     next batch while these are written (each write is synced, and waiting for a batch's writes had the
     encoder, and so the network's thread, waiting on the disk; BENCHMARKS.md, issue 20, run 10)."""
-    from ..gpu_codec import write_file
+    from ..gpu_codec import on_host, write_file
 
     with timed_together(jobs, "encode"):
         data = {} if codec is None else codec.jpeg_data([job.picture for job in jobs], [job.target for job in jobs])
+        device = {id(job.picture.batch): job.picture.batch for job in jobs if hasattr(job.picture, "batch")}
+        if device:  # pictures left on the device: those the writers encode come back, then the buffers go
+            for i, job in enumerate(jobs):
+                if i not in data:
+                    job.picture = on_host(job.picture)
+            for pictures in device.values():
+                pictures.release()
 
     def put(index: int, job: Job) -> None:
         error = timed(job, "write", write_file, job.picture, job.target, data.get(index))

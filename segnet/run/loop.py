@@ -179,7 +179,8 @@ class Runner:
             if count:
                 return shards.run(self.segmenter, feed.jobs(), self.sink, codec=codec, options=self.options,
                                   drawing=drawing, shards=count, total=feed.total)
-            return device.run(self.segmenter, feed.jobs(), self.sink, codec=codec)
+            return device.run(self.segmenter, feed.jobs(), self.sink, codec=codec,
+                              resident=device.RESIDENT and not (self.records or self.options.stats))
         if self.processes and feed.writes_files:
             return worker_processes.run(self.segmenter, feed.jobs(), self.sink, processes=self.processes,
                                         drawing=drawing)

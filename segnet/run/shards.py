@@ -76,13 +76,15 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
     """``device.run`` here and in ``shards`` shard processes (each loading the network as ``options`` and
     ``drawing`` say, for ``total`` images), on chunks of ``jobs`` (image files: ``job.path``, written to
     ``job.target``). ``sink(job)`` runs here, in input order, for every job. Returns ``{"kind", "workers",
-    "cpu_seconds", "main_cpu_seconds", "images_by_shard"}`` (this process first)."""
+    "cpu_seconds", "main_cpu_seconds", "images_by_shard"}`` (this process first) and this process's
+    ``resident_batches`` (``device.run``'s) as ``resident_batches_here``."""
     from . import processes as worker_processes
 
     cpu_start = time.process_time()
     ctx = children.context(worker_processes.PRELOAD)
     results = ctx.Queue()
-    size, depth, decoders = CHUNK, DEPTH, DECODERS  # read now, and given to the shards: tools and tests change them
+    # read now, and given to the shards: tools and tests change them
+    size, depth, decoders, resident = CHUNK, DEPTH, DECODERS, device.RESIDENT
     state = _State(iter(jobs), shards, size)
     inboxes: list = []
     procs: list = []
@@ -91,8 +93,9 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
     try:
         for number in range(shards):
             inbox = ctx.Queue()
+            sizes = (size, depth, decoders, resident)
             proc = ctx.Process(target=_shard, name=f"segnet-shard-{number}",
-                               args=(number, options, drawing, total, (size, depth, decoders), inbox, results))
+                               args=(number, options, drawing, total, sizes, inbox, results))
             children.start(proc)
             inboxes.append(inbox)
             procs.append(proc)
@@ -109,7 +112,8 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
             state.finish(job)
             state.flush(sink)
 
-        device.run(segmenter, own(), mine, codec=codec, batch=size, depth=depth, decoders=decoders, cpu_decoders=0)
+        here = device.run(segmenter, own(), mine, codec=codec, batch=size, depth=depth, decoders=decoders,
+                          cpu_decoders=0, resident=resident)
         while state.flush(sink, wait=True):
             pass
     finally:
@@ -123,7 +127,8 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
               ", ".join(str(state.taken[n]) for n in (None, *range(shards))))
     return {"kind": "shards", "workers": 1 + shards, "cpu_seconds": main_cpu + sum(state.cpu.values()),
             "main_cpu_seconds": main_cpu, "images_by_shard": [state.taken[None], *(state.taken[n]
-                                                                                    for n in range(shards))]}
+                                                                                    for n in range(shards))],
+            "resident_batches_here": here["resident_batches"]}
 
 
 class _State:
@@ -279,10 +284,11 @@ def _stop(procs: list, inboxes: list, state: _State) -> None:
         proc.join()
 
 
-def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int | None, sizes: tuple[int, int, int],
-           inbox, results) -> None:
+def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int | None,
+           sizes: tuple[int, int, int, bool], inbox, results) -> None:
     """A shard process: its own network and codec, ``device.run`` on the chunks it asks for (``sizes``: the
-    run's chunk size, depth and decoders), each job's error and times back."""
+    run's chunk size, depth, decoders and whether the pixels stay on the device), each job's error and times
+    back."""
     from .. import gpu_codec
     from ..segmenter import Segmenter
     from .processes import _picklable
@@ -316,9 +322,9 @@ def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int |
             def report(job: Job) -> None:
                 results.put(("done", number, job.index, _picklable(job.error), job.times, job.cpu))
 
-            chunk, depth, decoders = sizes
+            chunk, depth, decoders, resident = sizes
             device.run(segmenter, chunks(), report, codec=codec, batch=chunk, depth=depth, decoders=decoders,
-                       cpu_decoders=0)
+                       cpu_decoders=0, resident=resident)
     finally:
         results.put(("exit", number, time.process_time() - cpu))
 

@@ -79,7 +79,7 @@ def test_cpu_threads_decode_the_batches_that_come_while_the_codec_is_busy(folder
     class HeldCodec:  # the GPU codec's interface, decoding on the CPU once a CPU thread has decoded
         on_gpu = False
 
-        def read_images(self, paths):
+        def read_images(self, paths, on_device=False):
             assert cpu_decoded.wait(60), "no batch went to the CPU threads while the codec held one"
             return [gpu_codec.read_on_cpu(path) for path in paths]
 
@@ -88,8 +88,8 @@ def test_cpu_threads_decode_the_batches_that_come_while_the_codec_is_busy(folder
 
     monkeypatch.setattr(gpu_codec, "read_on_cpu", read)
     real = device_executor.run
-    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec: real(
-        segmenter, jobs, sink, codec=HeldCodec(), batch=2, decoders=1, cpu_decoders=2))
+    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec, **given: real(
+        segmenter, jobs, sink, codec=HeldCodec(), batch=2, decoders=1, cpu_decoders=2, **given))
     checksums = _digests(folder)
     events = []
     summary = run(folder, tmp_path / "device", fuse="on", image_codec="gpu", on_event=events.append)
@@ -116,7 +116,7 @@ def test_the_run_begins_on_the_cpu_codecs_while_the_gpu_codec_starts(folder, tmp
     class LateCodec:  # the GPU codec's interface on the CPU codecs
         on_gpu = False
 
-        def read_images(self, paths):
+        def read_images(self, paths, on_device=False):
             decoded.extend(paths)
             return [gpu_codec.read_on_cpu(path) for path in paths]
 
@@ -148,8 +148,8 @@ def test_the_run_begins_on_the_cpu_codecs_while_the_gpu_codec_starts(folder, tmp
     monkeypatch.setattr(gpu_codec, "may_start", lambda: True)
     monkeypatch.setattr(gpu_codec, "start_in_background", start)
     real = device_executor.run
-    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec: real(
-        segmenter, jobs, sink, codec=codec, batch=2, decoders=1, cpu_decoders=2))
+    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec, **given: real(
+        segmenter, jobs, sink, codec=codec, batch=2, decoders=1, cpu_decoders=2, **given))
     summary = run(folder, tmp_path / "device", fuse="on", image_codec="gpu")
     reference = run(folder, tmp_path / "cpu", image_codec="cpu")
     # started once, after the first batch's network run (whose CUDA-graph capture its CUDA calls would break)
@@ -173,7 +173,7 @@ def test_the_encoder_goes_on_while_a_batch_is_written(folder, tmp_path, monkeypa
     class Codec:  # the GPU codec's interface on the CPU codecs
         on_gpu = False
 
-        def read_images(self, paths):
+        def read_images(self, paths, on_device=False):
             return [gpu_codec.read_on_cpu(path) for path in paths]
 
         def jpeg_data(self, pictures, paths):
@@ -191,8 +191,8 @@ def test_the_encoder_goes_on_while_a_batch_is_written(folder, tmp_path, monkeypa
 
     monkeypatch.setattr(gpu_codec, "write_file", write)
     real = device_executor.run
-    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec: real(
-        segmenter, jobs, sink, codec=Codec(), batch=2, writers=1))
+    monkeypatch.setattr(device_executor, "run", lambda segmenter, jobs, sink, codec, **given: real(
+        segmenter, jobs, sink, codec=Codec(), batch=2, writers=1, **given))
     summary = run(folder, tmp_path / "device", fuse="on", image_codec="gpu")
     reference = run(folder, tmp_path / "cpu", image_codec="cpu")
     assert waited == [True]  # the second batch was encoded while the first one's write waited
@@ -252,3 +252,27 @@ def test_video_frames_are_drawn_with_the_network_in_batches_as_the_cpu_draws_the
     drawn = _digests(tmp_path / "device")
     assert len(drawn) == 12 and drawn == _digests(tmp_path / "cpu")
     assert {k: v for k, v in _digests(tmp_path).items() if k == "clip.mp4"} == before
+
+
+def test_a_run_that_wants_no_results_keeps_the_pixels_for_the_device(folder, tmp_path, monkeypatch):
+    """Without ``--stats`` the executor runs resident (``DeviceBatch`` groups, no ``Segmentation`` per image);
+    onnxruntime's CPU provider has no device buffers, so each batch's host copy runs, and the files are the
+    CPU executors' byte for byte."""
+    from segnet.gpu_codec import DeviceBatch
+
+    monkeypatch.setattr(device_executor, "BATCH", 3)
+    calls = []
+    real = device_executor.run
+    monkeypatch.setattr(device_executor, "run", lambda *a, **k: calls.append(k["resident"]) or real(*a, **k))
+    batches = []
+    real_host = DeviceBatch.host
+    monkeypatch.setattr(DeviceBatch, "host", lambda self: batches.append(self.shape) or real_host(self))
+    events = []
+    summary = run(folder, tmp_path / "device", fuse="on", image_codec="gpu", visualize="overlay,mask",
+                  on_event=events.append)
+    reference = run(folder, tmp_path / "cpu", image_codec="cpu", visualize="overlay,mask")
+    assert calls == [True]
+    assert (summary.done, summary.failed) == (reference.done, reference.failed) == (6, 1)
+    assert _digests(tmp_path / "device") == _digests(tmp_path / "cpu")
+    assert sum(shape[0] for shape in batches) == 6  # every image that decoded went through a DeviceBatch
+    assert all(e.result is None for e in events if isinstance(e, ImageDone))
