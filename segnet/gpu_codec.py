@@ -9,10 +9,14 @@ it cannot start) ``on_gpu`` is False, one status line says why, and every call i
   ``image_io.read_image`` does; anything else (other formats, CMYK/YCCK JPEGs, files it cannot parse or
   decode) goes through ``image_io.read_image``, whose one-line ``SegnetError`` is returned in that file's
   place.
+- ``read_images(paths, on_device=True)``: the GPU's images stay in device memory (``DeviceImage``: decoded on
+  the codec's own CUDA stream into the images of earlier batches given back), for ``DeviceBatch`` to copy into
+  the network's input there; the files the CPU decodes are host arrays, as before.
 - ``encode_jpegs(pictures)`` / ``write_images(pictures, paths)``: uint8 ``[H, W, 3]`` pictures to baseline
   JPEG at ``JPEG_QUALITY`` with 4:2:0 chroma and standard Huffman tables, Pillow's settings in
   ``image_io.write_image``; other extensions, and any picture the GPU encoder refuses, are written by
-  ``image_io.write_image``. Files are written atomically (``util.atomic_write``).
+  ``image_io.write_image``. A picture may be in device memory (anything with ``__cuda_array_interface__`` and
+  ``host()``: ``backends.onnxruntime.DevicePicture``): the encoder reads it there. Files are written atomically (``util.atomic_write``).
 
 The GPU decoder's pixels are not bit-identical to Pillow's (a different IDCT and chroma upsampling): within a
 few levels, like any two JPEG decoders. ``tools/device-gpu-path`` measures the encoder against Pillow (PSNR).

@@ -5,7 +5,11 @@
      threads: a worker thread)                                  a worker thread)
 
 JPEGs are decoded and encoded by ``gpu_codec.GpuCodec`` (any file or picture it refuses goes through the CPU
-codecs, per image), and the picture is drawn inside the fused graph (``Segmenter.draw_batch``). Batches of
+codecs, per image), and the picture is drawn inside the fused graph (``Segmenter.draw_batch``). A run that
+wants no per-image result (``resident``) keeps the pixels on the GPU: decoded into device memory, copied into
+the network's bound input there, and encoded from the picture buffer the graph drew into
+(``Segmenter.draw_on_device``); no copies to the host and back (1.42 times the images a second in one
+process, 1.17 times in shards, on the H100 of BENCHMARKS.md's run 12a). Batches of
 ``batch`` images overlap: some are decoded while the one before them runs through the network and the ones
 before that are encoded and written; the encoder hands a batch's files to the writers and goes on (each write
 is synced). The sink sees every job in input order, failed ones too; memory stays flat (at most ``depth``
