@@ -16,7 +16,8 @@ it cannot start) ``on_gpu`` is False, one status line says why, and every call i
   JPEG at ``JPEG_QUALITY`` with 4:2:0 chroma and standard Huffman tables, Pillow's settings in
   ``image_io.write_image``; other extensions, and any picture the GPU encoder refuses, are written by
   ``image_io.write_image``. A picture may be in device memory (anything with ``__cuda_array_interface__`` and
-  ``host()``: ``backends.onnxruntime.DevicePicture``): the encoder reads it there. Files are written atomically (``util.atomic_write``).
+  ``host()``: ``backends.onnxruntime.DevicePicture``): the encoder reads it there. Files are written
+  atomically (``util.atomic_write``).
 
 The GPU decoder's pixels are not bit-identical to Pillow's (a different IDCT and chroma upsampling): within a
 few levels, like any two JPEG decoders. ``tools/device-gpu-path`` measures the encoder against Pillow (PSNR).

@@ -82,35 +82,11 @@ def run(inputs: Inputs | Feed, output: str | os.PathLike | None = None, options:
         drawing = DrawSpec.of_options(options) \
             if feed.wants_pictures() and options.image_codec != "cpu" and isinstance(feed, (ImageFeed, FrameFeeds)) \
             and (options.image_codec == "gpu" or not _small(feed)) else None
-        started = _start_shards(feed, options, processes, drawing)
-        try:
-            with Segmenter(options=options, expected_images=feed.total, drawing=drawing) as loaded:
-                return Runner(loaded, feed, options, emit, log_file, processes, started).run()
-        finally:
-            if started is not None:
-                started.close()
+        with Segmenter(options=options, expected_images=feed.total, drawing=drawing) as loaded:
+            return Runner(loaded, feed, options, emit, log_file, processes).run()
     finally:
         if log_file is not None:
             log_file.close()
-
-
-def _start_shards(feed: Feed, options: Options, processes: int, drawing: DrawSpec | None):
-    """Shard processes (``shards.start``) started before this process loads its network, so that they load
-    theirs meanwhile, where the run will likely shard (``shards.count``: many image files, pictures drawn on a
-    GPU with nvImageCodec there); the runner ends them at once should it not (``Runner.execute``)."""
-    from . import shards
-
-    if not shards.EARLY or drawing is None or options.image_codec == "cpu" or not isinstance(feed, ImageFeed) \
-            or not feed.writes_files:
-        return None
-    count = shards.count(options, feed, processes, wants_records(options))
-    if not count:
-        return None
-    from .. import gpu_codec
-
-    # the device path's codec: nvImageCodec where it may start, else the CPU's when asked for (gpu_codec.for_run)
-    device_path = gpu_codec.may_start() or options.image_codec == "gpu"
-    return shards.start(options, drawing, feed.total, count) if device_path else None
 
 
 def _small(feed: Feed) -> bool:
@@ -126,10 +102,9 @@ class Runner:
     network runs elsewhere (Ray)."""
 
     def __init__(self, segmenter, feed: Feed, options: Options, emit: Callable[[Event], None],
-                 log_file: StatsLog | None = None, processes: int = 0, started_shards=None):
+                 log_file: StatsLog | None = None, processes: int = 0):
         self.segmenter, self.feed, self.options, self.emit = segmenter, feed, options, emit
         self.log_file, self.processes = log_file, processes
-        self.started_shards = started_shards  # shard processes started before the network loaded (shards.start)
         self.records = wants_records(options)
         self.failed = self.done = 0
 
@@ -197,17 +172,13 @@ class Runner:
 
             return ray.run(feed.jobs(), self.sink, self.options)
         codec = self.device_codec(feed, drawing)
-        started, self.started_shards = self.started_shards, None
         if codec is not None:
             from . import device, shards
 
             count = shards.count(self.options, feed, self.processes, self.records)
             if count:
                 return shards.run(self.segmenter, feed.jobs(), self.sink, codec=codec, options=self.options,
-                                  drawing=drawing, shards=count, total=feed.total, started=started)
-        if started is not None:  # started ahead for a run that does not shard after all: they go now
-            started.close()
-        if codec is not None:
+                                  drawing=drawing, shards=count, total=feed.total)
             return device.run(self.segmenter, feed.jobs(), self.sink, codec=codec,
                               resident=device.RESIDENT and not (self.records or self.options.stats))
         if self.processes and feed.writes_files:

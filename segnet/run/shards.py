@@ -55,9 +55,6 @@ CHUNK = device.BATCH
 DEPTH = 3
 #: nvImageCodec decoders per process (the device executor's ``decoders``): the processes are the parallelism.
 DECODERS = 1
-#: Whether the runner starts the shard processes before it loads its own network (``start``), so that they
-#: load theirs meanwhile, instead of once its network is there.
-EARLY = True
 #: Seconds to wait for a shard to finish the chunks it holds once the run stops early.
 STOP_TIMEOUT = 60.0
 
@@ -74,67 +71,36 @@ def count(options: Options, feed, worker_processes: int, records: bool) -> int:
     return min(SHARDS - 1, worker_processes)
 
 
-class Started:
-    """Shard processes started (``start``) and not yet given chunks: ``run`` takes them, or ``close`` ends
-    them. The runner starts them before it loads its own network, so that they load theirs meanwhile."""
-
-    def __init__(self, options: Options, drawing: DrawSpec | None, total: int | None, shards: int):
-        from . import processes as worker_processes
-
-        ctx = children.context(worker_processes.PRELOAD)
-        self.results = ctx.Queue()
-        # read now, and given to the shards: tools and tests change them
-        self.sizes = (CHUNK, DEPTH, DECODERS, device.RESIDENT)
-        self.inboxes: list = []
-        self.procs: list = []
-        self.spawned = time.monotonic()
-        self.taken = False
-        try:
-            for number in range(shards):
-                inbox = ctx.Queue()
-                proc = ctx.Process(target=_shard, name=f"segnet-shard-{number}",
-                                   args=(number, options, drawing, total, self.sizes, inbox, self.results))
-                children.start(proc)
-                self.inboxes.append(inbox)
-                self.procs.append(proc)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        """End the shards, unless ``run`` took them (it ends them itself)."""
-        if not self.taken:
-            self.taken = True
-            _stop(self.procs, self.inboxes, None)
-            self.results.cancel_join_thread()
-
-
-def start(options: Options, drawing: DrawSpec | None, total: int | None, shards: int) -> Started:
-    """``shards`` shard processes, started now, each loading the network as ``options`` and ``drawing`` say
-    (for ``total`` images); ``run`` gives them chunks."""
-    return Started(options, drawing, total, shards)
-
-
 def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, codec, options: Options,
-        drawing: DrawSpec | None, shards: int, total: int | None, started: Started | None = None) -> dict:
+        drawing: DrawSpec | None, shards: int, total: int | None) -> dict:
     """``device.run`` here and in ``shards`` shard processes (each loading the network as ``options`` and
-    ``drawing`` say, for ``total`` images; ``started``: those ``start`` started already), on chunks of
-    ``jobs`` (image files: ``job.path``, written to ``job.target``). ``sink(job)`` runs here, in input
-    order, for every job. Returns ``{"kind", "workers", "cpu_seconds", "main_cpu_seconds",
-    "images_by_shard"}`` (this process first), this process's ``resident_batches`` (``device.run``'s) as
-    ``resident_batches_here``, and the seconds from each shard's start to its first request
-    (``shard_ready_s``) and from it to this process's executor (``executor_start_s``)."""
+    ``drawing`` say, for ``total`` images), on chunks of ``jobs`` (image files: ``job.path``, written to
+    ``job.target``). ``sink(job)`` runs here, in input order, for every job. Returns ``{"kind", "workers",
+    "cpu_seconds", "main_cpu_seconds", "images_by_shard"}`` (this process first), this process's
+    ``resident_batches`` (``device.run``'s) as ``resident_batches_here``, and the seconds from the shards'
+    start to each one's first request for a chunk (``shard_ready_s``)."""
+    from . import processes as worker_processes
+
     cpu_start = time.process_time()
-    if started is None:
-        started = start(options, drawing, total, shards)
-    started.taken = True
-    results, inboxes, procs = started.results, started.inboxes, started.procs
-    size, depth, decoders, resident = started.sizes
-    state = _State(iter(jobs), len(procs), size)
+    ctx = children.context(worker_processes.PRELOAD)
+    results = ctx.Queue()
+    # read now, and given to the shards: tools and tests change them
+    size, depth, decoders, resident = CHUNK, DEPTH, DECODERS, device.RESIDENT
+    state = _State(iter(jobs), shards, size)
+    inboxes: list = []
+    procs: list = []
     dispatcher = threading.Thread(target=_dispatch, args=(state, results, inboxes, procs), daemon=True,
                                   name="segnet-shards")
-    begun = time.monotonic()
+    spawned = time.monotonic()
     try:
+        for number in range(shards):
+            inbox = ctx.Queue()
+            sizes = (size, depth, decoders, resident)
+            proc = ctx.Process(target=_shard, name=f"segnet-shard-{number}",
+                               args=(number, options, drawing, total, sizes, inbox, results))
+            children.start(proc)
+            inboxes.append(inbox)
+            procs.append(proc)
         dispatcher.start()
 
         def own() -> Iterator[Job]:
@@ -159,15 +125,13 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
             dispatcher.join(STOP_TIMEOUT)
         results.cancel_join_thread()
     main_cpu = time.process_time() - cpu_start
-    numbers = range(len(procs))
     log.debug("images run by this process and by each shard process: %s",
-              ", ".join(str(state.taken[n]) for n in (None, *numbers)))
-    return {"kind": "shards", "workers": 1 + len(procs), "cpu_seconds": main_cpu + sum(state.cpu.values()),
-            "main_cpu_seconds": main_cpu, "images_by_shard": [state.taken[None], *(state.taken[n] for n in numbers)],
+              ", ".join(str(state.taken[n]) for n in (None, *range(shards))))
+    return {"kind": "shards", "workers": 1 + shards, "cpu_seconds": main_cpu + sum(state.cpu.values()),
+            "main_cpu_seconds": main_cpu, "images_by_shard": [state.taken[None], *(state.taken[n]
+                                                                                    for n in range(shards))],
             "resident_batches_here": here["resident_batches"],
-            "shard_ready_s": [round(state.ready[n] - started.spawned, 2) if n in state.ready else None
-                              for n in numbers],
-            "executor_start_s": round(begun - started.spawned, 2)}
+            "shard_ready_s": [round(state.ready[n] - spawned, 2) if n in state.ready else None for n in range(shards)]}
 
 
 class _State:
@@ -305,21 +269,17 @@ def _dispatch(state: _State, results, inboxes: list, procs: list) -> None:
         state.fail(exc)
 
 
-def _stop(procs: list, inboxes: list, state: _State | None) -> None:
+def _stop(procs: list, inboxes: list, state: _State) -> None:
     """No more chunks; wait for the shards to finish those they hold and end. A shard still starting (it has
-    not asked for a chunk; with no ``state``, every shard: none was given one) is ended at once: it has
-    nothing to write, and its start may take seconds more."""
+    not asked for a chunk) is ended at once: it has nothing to write, and its start may take seconds more."""
     for inbox in inboxes:
         inbox.put(None)
         inbox.cancel_join_thread()
     deadline = time.monotonic() + STOP_TIMEOUT
     for number, proc in enumerate(procs):
         while proc.is_alive() and time.monotonic() < deadline:
-            if state is None:
-                starting = True
-            else:
-                with state.lock:
-                    starting = number not in state.asked  # so it holds nothing either
+            with state.lock:
+                starting = number not in state.asked  # so it holds nothing either
             if starting:
                 proc.kill()
             proc.join(0.1)
