@@ -411,13 +411,6 @@ def _imported():
         return importlib.import_module("nvidia.nvimgcodec")
 
 
-def import_quietly() -> None:
-    """Import nvImageCodec now (``_imported``), in a thread of a process whose other writes to stderr may
-    become debug records meanwhile; a broken install says why later, when the codec starts."""
-    with contextlib.suppress(Exception):
-        _imported()
-
-
 def _installed() -> bool:
     """Whether nvImageCodec can be imported (found without importing it: its import prints)."""
     import importlib.util

@@ -55,10 +55,6 @@ CHUNK = device.BATCH
 DEPTH = 3
 #: nvImageCodec decoders per process (the device executor's ``decoders``): the processes are the parallelism.
 DECODERS = 1
-#: Whether a shard process imports nvImageCodec (about a second on the GPU machine) in a thread while its
-#: network loads, rather than after. What the import prints is made debug records meanwhile, and so is
-#: anything else the shard prints then (onnxruntime's warnings, which this process prints too).
-IMPORT_AHEAD = True
 #: Seconds to wait for a shard to finish the chunks it holds once the run stops early.
 STOP_TIMEOUT = 60.0
 
@@ -99,7 +95,7 @@ def run(segmenter, jobs: Iterable[Job], sink: Callable[[Job], None] | None, *, c
     try:
         for number in range(shards):
             inbox = ctx.Queue()
-            sizes = (size, depth, decoders, resident, IMPORT_AHEAD)
+            sizes = (size, depth, decoders, resident)
             proc = ctx.Process(target=_shard, name=f"segnet-shard-{number}",
                                args=(number, options, drawing, total, sizes, inbox, results))
             children.start(proc)
@@ -294,10 +290,10 @@ def _stop(procs: list, inboxes: list, state: _State) -> None:
 
 
 def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int | None,
-           sizes: tuple[int, int, int, bool, bool], inbox, results) -> None:
+           sizes: tuple[int, int, int, bool], inbox, results) -> None:
     """A shard process: its own network and codec, ``device.run`` on the chunks it asks for (``sizes``: the
-    run's chunk size, depth, decoders, whether the pixels stay on the device, and whether nvImageCodec is
-    imported while the network loads), each job's error and times back."""
+    run's chunk size, depth, decoders and whether the pixels stay on the device), each job's error and times
+    back."""
     from .. import gpu_codec
     from ..segmenter import Segmenter
     from .processes import _picklable
@@ -307,10 +303,6 @@ def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int |
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # no more chunks: the writes held finish
     children.die_with_parent()
     cpu = time.process_time()
-    importing = None
-    if sizes[4] and gpu_codec.may_start():  # its import (about a second) while the network loads: see IMPORT_AHEAD
-        importing = threading.Thread(target=gpu_codec.import_quietly, name="segnet-codec-import", daemon=True)
-        importing.start()
     try:
         try:
             segmenter = Segmenter(options=options, expected_images=total, drawing=drawing)
@@ -335,9 +327,7 @@ def _shard(number: int, options: Options, drawing: DrawSpec | None, total: int |
             def report(job: Job) -> None:
                 results.put(("done", number, job.index, _picklable(job.error), job.times, job.cpu))
 
-            chunk, depth, decoders, resident, _ = sizes
-            if importing is not None:
-                importing.join()
+            chunk, depth, decoders, resident = sizes
             device.run(segmenter, chunks(), report, codec=codec, batch=chunk, depth=depth, decoders=decoders,
                        cpu_decoders=0, resident=resident)
     finally:
